@@ -1,0 +1,129 @@
+"""Load and validate one section of `params.yaml` into a typed dataclass.
+
+Each stage declares its section as a (frozen) dataclass; `load_section` checks types,
+choices (`Literal`), numeric ranges (field metadata `min`/`max`) and unknown keys (with a
+"did you mean" hint), and raises `ParamsError` with one line naming the key, before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """A params.yaml value is missing, mistyped or out of range; the message names the key."""
+
+
+def read_params_file(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
+    """Parse params.yaml, with a clear error for a missing file or bad YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (run from the repository root)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ParamsError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def field_range(minimum: float | None = None, maximum: float | None = None, **kwargs: Any) -> Any:
+    """A dataclass field whose numeric value must lie in [minimum, maximum]."""
+    return dataclasses.field(metadata={"min": minimum, "max": maximum}, **kwargs)
+
+
+def load_section(section: str, spec: type[T], path: str | os.PathLike = PARAMS_FILE) -> T:
+    """Return `params.yaml[section]` as an instance of the dataclass `spec`, validated."""
+    data = read_params_file(path)
+    if section not in data:
+        raise ParamsError(f"{path}: section '{section}' is missing")
+    return build(spec, data[section], f"{section}")
+
+
+def build(spec: type[T], value: Any, key: str) -> T:
+    """Validate the mapping `value` against dataclass `spec`; `key` is its dotted name."""
+    if not isinstance(value, dict):
+        raise ParamsError(f"params.yaml: '{key}' must be a mapping, got {value!r}")
+    hints = typing.get_type_hints(spec)
+    fields = {f.name: f for f in dataclasses.fields(spec)}  # type: ignore[arg-type]
+    for name in value:
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), fields, n=1)
+            hint = f" (did you mean '{key}.{close[0]}'?)" if close else ""
+            raise ParamsError(f"params.yaml: unknown key '{key}.{name}'{hint}")
+    kwargs = {}
+    for name, fld in fields.items():
+        dotted = f"{key}.{name}"
+        if name not in value:
+            if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
+                raise ParamsError(f"params.yaml: missing key '{dotted}'")
+            continue
+        kwargs[name] = _check(hints[name], value[name], dotted, fld.metadata)
+    return spec(**kwargs)
+
+
+def _check(hint: Any, value: Any, key: str, metadata: Any = None) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, key)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ParamsError(f"params.yaml: '{key}' must be one of {list(choices)}, got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check(option, value, key, metadata)
+            except ParamsError as err:
+                errors.append(str(err))
+        raise ParamsError(errors[0] if errors else f"params.yaml: bad value for '{key}'")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ParamsError(f"params.yaml: '{key}' must be a list, got {value!r}")
+        (item,) = get_args(hint)[:1] or (Any,)
+        checked = [_check(item, v, f"{key}[{i}]", metadata) for i, v in enumerate(value)]
+        return tuple(checked) if origin is tuple else checked
+    if hint is Any:
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"params.yaml: '{key}' must be a number, got {value!r}")
+        value = float(value)
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"params.yaml: '{key}' must be an integer, got {value!r}")
+    elif hint is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"params.yaml: '{key}' must be true or false, got {value!r}")
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"params.yaml: '{key}' must be a string, got {value!r}")
+    if metadata and isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, high = metadata.get("min"), metadata.get("max")
+        if low is not None and value < low:
+            raise ParamsError(f"params.yaml: '{key}' must be >= {low}, got {value!r}")
+        if high is not None and value > high:
+            raise ParamsError(f"params.yaml: '{key}' must be <= {high}, got {value!r}")
+    return value

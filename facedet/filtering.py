@@ -1,0 +1,243 @@
+"""Face and image filters applied to parsed WIDER records, with counted reasons.
+
+Every image is opened once from its zip for a header check (`PIL.Image.open` + `verify()`, no
+full decode): its real width/height and mode come from the file, not from the annotation.
+Faces are WIDER pixel boxes `x1, y1, w, h`; kept boxes are clipped to the image when
+`clip_to_image` is set. Per split the kept images and faces are written as two CSV tables
+(`<split>_images.csv`, `<split>_faces.csv`) and the counts as a metrics dict.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from facedet.params import field_range
+from facedet.wider import FACE_COLUMNS, WiderArchive, WiderRecord
+
+SUPPORTED_MODES = ("RGB", "L", "CMYK")
+# reasons, in the order they are checked (a face/image is counted under the first that applies)
+FACE_REASONS = ("degenerate", "invalid", "outside_image", "too_small", "blur", "occlusion", "atypical_pose",
+                "image_dropped")
+IMAGE_REASONS = ("missing", "unreadable", "unsupported_mode", "too_small_image", "no_faces_left")
+IMAGE_COLUMNS = ("image", "width", "height", "mode", "format", "faces")
+
+
+@dataclass(frozen=True)
+class FilterParams:
+    """params.yaml `filter`."""
+
+    drop_invalid: bool = True
+    min_face_px: float = field_range(0, 10_000, default=6)
+    max_blur: int = field_range(0, 2, default=2)
+    max_occlusion: int = field_range(0, 2, default=2)
+    drop_atypical_pose: bool = False
+    clip_to_image: bool = True
+    min_image_px: int = field_range(1, 100_000, default=32)
+    keep_empty_images: bool = True
+    workers: int = field_range(1, 64, default=2)
+
+
+@dataclass
+class FilteredImage:
+    """One kept image: image 'event/name.jpg', real width/height (px) and its kept faces as
+    boxes_xywh float32 (N, 4) pixel x1, y1, w, h (clipped to the image if clip_to_image)."""
+
+    image: str
+    width: int
+    height: int
+    boxes_xywh: np.ndarray
+    mode: str = "RGB"
+    format: str = "JPEG"
+
+
+@dataclass
+class ImageInfo:
+    """What the header check found: size, mode and format, or why the image is unusable."""
+
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+    format: str = ""
+    problem: str = ""  # '' or one of IMAGE_REASONS ('missing', 'unreadable')
+
+
+def inspect_image(data: bytes | None) -> ImageInfo:
+    """Header check of encoded image bytes: real size, mode, format; no full decode."""
+    if data is None:
+        return ImageInfo(problem="missing")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height, mode, fmt = img.width, img.height, img.mode, img.format or ""
+            img.verify()
+    except Exception:  # Pillow raises many types for a broken file
+        return ImageInfo(problem="unreadable")
+    if width <= 0 or height <= 0:
+        return ImageInfo(problem="unreadable")
+    return ImageInfo(width=int(width), height=int(height), mode=mode, format=fmt)
+
+
+def filter_faces(faces: np.ndarray, width: int, height: int, params: FilterParams) -> tuple[np.ndarray, Counter]:
+    """Apply the face filters to int (N, 10) gt rows of an image of real size width x height.
+
+    Returns (kept rows as int64 (K, 10), boxes clipped if clip_to_image; Counter of drop reasons).
+    """
+    dropped: Counter = Counter()
+    kept = []
+    for row in np.asarray(faces, np.int64).reshape(-1, 10):
+        x1, y1, w, h, blur, _expr, _illum, invalid, occlusion, pose = (int(v) for v in row)
+        row = row.copy()
+        if w <= 0 or h <= 0:
+            dropped["degenerate"] += 1
+            continue
+        if params.drop_invalid and invalid:
+            dropped["invalid"] += 1
+            continue
+        if params.clip_to_image:
+            cx1, cy1 = max(x1, 0), max(y1, 0)
+            cx2, cy2 = min(x1 + w, width), min(y1 + h, height)
+            if cx2 <= cx1 or cy2 <= cy1:
+                dropped["outside_image"] += 1
+                continue
+            row[:4] = (cx1, cy1, cx2 - cx1, cy2 - cy1)
+        elif x1 >= width or y1 >= height or x1 + w <= 0 or y1 + h <= 0:
+            dropped["outside_image"] += 1
+            continue
+        if min(row[2], row[3]) < params.min_face_px:
+            dropped["too_small"] += 1
+            continue
+        if blur > params.max_blur:
+            dropped["blur"] += 1
+            continue
+        if occlusion > params.max_occlusion:
+            dropped["occlusion"] += 1
+            continue
+        if params.drop_atypical_pose and pose:
+            dropped["atypical_pose"] += 1
+            continue
+        kept.append(row)
+    return np.asarray(kept, np.int64).reshape(-1, 10), dropped
+
+
+def _inspect_member(args: tuple[WiderArchive, str, str]) -> ImageInfo:
+    archive, split, image = args
+    try:
+        data = archive.read_image(split, image)
+    except FileNotFoundError:
+        data = None
+    return inspect_image(data)
+
+
+def inspect_images(archive: WiderArchive, split: str, images: list[str], workers: int = 1) -> list[ImageInfo]:
+    """Header-check every image of `split` (in order), over `workers` processes for large sets."""
+    jobs = [(archive, split, image) for image in images]
+    if workers > 1 and len(jobs) >= 2000:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_inspect_member, jobs, chunksize=256)
+    return [_inspect_member(job) for job in jobs]
+
+
+def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: FilterParams
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Filter one split. records and infos are parallel (infos from `inspect_images`).
+
+    Returns (images table, faces table, stats). Tables are sorted by image path; faces keep
+    their file order within an image. Face boxes: pixel x1, y1, w, h.
+    """
+    image_rows, face_rows = [], []
+    face_drops: Counter = Counter()
+    image_drops: Counter = Counter()
+    faces_in = 0
+    for rec, info in sorted(zip(records, infos), key=lambda item: item[0].image):
+        n_faces = len(rec.faces)
+        faces_in += n_faces
+        problem = info.problem
+        if not problem and info.mode not in SUPPORTED_MODES:
+            problem = "unsupported_mode"
+        if not problem and min(info.width, info.height) < params.min_image_px:
+            problem = "too_small_image"
+        kept = np.zeros((0, 10), np.int64)
+        if not problem:
+            kept, drops = filter_faces(rec.faces, info.width, info.height, params)
+            face_drops.update(drops)
+            if len(kept) == 0 and not params.keep_empty_images:
+                problem = "no_faces_left"  # its faces are already counted under their reasons
+        if problem:
+            image_drops[problem] += 1
+            if problem != "no_faces_left":
+                face_drops["image_dropped"] += n_faces
+            continue
+        image_rows.append((rec.image, info.width, info.height, info.mode, info.format, len(kept)))
+        face_rows.extend((rec.image, *(int(v) for v in row)) for row in kept)
+    images = pd.DataFrame(image_rows, columns=list(IMAGE_COLUMNS))
+    faces = pd.DataFrame(face_rows, columns=["image", *FACE_COLUMNS])
+    stats = {
+        "images_in": len(records),
+        "images_kept": len(images),
+        "faces_in": faces_in,
+        "faces_kept": len(faces),
+        "images_dropped": {r: int(image_drops[r]) for r in IMAGE_REASONS},
+        "faces_dropped": {r: int(face_drops[r]) for r in FACE_REASONS},
+    }
+    return images, faces, stats
+
+
+def write_tables(images: pd.DataFrame, faces: pd.DataFrame, interim_dir: str | os.PathLike, split: str) -> None:
+    """Write `<split>_images.csv` and `<split>_faces.csv` into `interim_dir` (deterministic text)."""
+    interim_dir = Path(interim_dir)
+    interim_dir.mkdir(parents=True, exist_ok=True)
+    images.to_csv(interim_dir / f"{split}_images.csv", index=False, lineterminator="\n")
+    faces.to_csv(interim_dir / f"{split}_faces.csv", index=False, lineterminator="\n")
+
+
+def load_filtered(interim_dir: str | os.PathLike, split: str) -> list[FilteredImage]:
+    """The kept images of `split` with their faces (boxes_xywh float32 (N, 4) pixel x1, y1, w, h)."""
+    interim_dir = Path(interim_dir)
+    images = pd.read_csv(interim_dir / f"{split}_images.csv", keep_default_na=False)
+    faces = pd.read_csv(interim_dir / f"{split}_faces.csv", keep_default_na=False)
+    boxes_by_image: dict[str, np.ndarray] = {
+        name: group[["x1", "y1", "w", "h"]].to_numpy(np.float32) for name, group in faces.groupby("image", sort=False)
+    }
+    empty = np.zeros((0, 4), np.float32)
+    return [FilteredImage(image=str(row.image), width=int(row.width), height=int(row.height),
+                          boxes_xywh=boxes_by_image.get(row.image, empty), mode=str(row.mode),
+                          format=str(row.format))
+            for row in images.itertuples(index=False)]
+
+
+SIZE_BINS = (0, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1_000_000)
+
+
+def face_size_histogram(faces_by_split: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Kept faces per size bin (min(w, h) px, lower edge) and split, for a DVC plot."""
+    out = pd.DataFrame({"min_side_px": list(SIZE_BINS[:-1])})
+    for split, faces in faces_by_split.items():
+        side = np.minimum(faces["w"].to_numpy(), faces["h"].to_numpy()) if len(faces) else np.zeros(0)
+        counts, _ = np.histogram(side, bins=SIZE_BINS)
+        out[split] = counts.astype(int)
+    return out
+
+
+def run_filter(archive: WiderArchive, params: FilterParams, interim_dir: str | os.PathLike,
+               splits: tuple[str, ...] = ("train", "val"), progress=None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Filter every split of `archive` into `interim_dir`; returns (stats per split, size histogram)."""
+    stats: dict[str, Any] = {}
+    faces_by_split = {}
+    for split in splits:
+        records = archive.records(split)
+        infos = inspect_images(archive, split, [r.image for r in records], params.workers)
+        images, faces, stats[split] = filter_split(records, infos, params)
+        write_tables(images, faces, interim_dir, split)
+        faces_by_split[split] = faces
+        if progress:
+            progress(len(records))
+    return stats, face_size_histogram(faces_by_split)

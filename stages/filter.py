@@ -1,0 +1,48 @@
+"""filter: data/raw/ + params `filter` -> data/interim/{train,val}_{images,faces}.csv,
+reports/filter.json (kept/dropped counts per reason, metrics) and reports/filter/face_sizes.csv (plot)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from tqdm import tqdm
+
+from facedet.atomic import atomic_path, write_text_atomic
+from facedet.filtering import FilterParams, run_filter
+from facedet.params import ParamsError, load_section
+from facedet.wider import WiderArchive, WiderFormatError
+
+RAW_DIR = "data/raw"
+INTERIM_DIR = "data/interim"
+METRICS = "reports/filter.json"
+FACE_SIZES = "reports/filter/face_sizes.csv"
+
+
+def filter_data() -> None:
+    params = load_section("filter", FilterParams)
+    start = time.monotonic()
+    archive = WiderArchive(RAW_DIR)
+    with tqdm(desc="filter: images checked", unit="img") as bar, atomic_path(INTERIM_DIR, is_dir=True) as tmp:
+        stats, sizes = run_filter(archive, params, tmp, progress=bar.update)
+    write_text_atomic(METRICS, json.dumps(stats, indent=2) + "\n")
+    write_text_atomic(FACE_SIZES, sizes.to_csv(index=False, lineterminator="\n"))
+    for split, s in stats.items():
+        print(f"filter: {split}: kept {s['images_kept']}/{s['images_in']} images, "
+              f"{s['faces_kept']}/{s['faces_in']} faces")
+    print(f"filter: done in {time.monotonic() - start:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.filter", description=__doc__)
+    parser.parse_args(argv)
+    try:
+        filter_data()
+    except (ParamsError, WiderFormatError, FileNotFoundError) as err:
+        sys.exit(f"filter: error: {err}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Export stage: trained detector -> int8 and float TFLite face detectors for mobile.
+
+Reads  models/detector/ (model.keras, detector.json) and data/tfrecords/train.record-* (calibration),
+writes models/export/ atomically: face_detector_int8.tflite, face_detector_float.tflite, labels.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from facedet.atomic import atomic_path
+from facedet.params import ParamsError, field_range, load_section
+
+LABELS = ["face"]  # 0-based class ids of the TFLite outputs
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    """params.yaml `export`: calibration size and the post-process op's settings."""
+
+    representative_images: int = field_range(1, 10000, default=100)
+    max_detections: int = field_range(1, 10000, default=100)
+    score_threshold: float = field_range(0.0, 0.99, default=0.02)
+    nms_iou: float = field_range(0.01, 1.0, default=0.4)
+    use_regular_nms: bool = False
+
+
+def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: Path) -> None:
+    import keras
+
+    from facedet.anchors import DetectorConfig, anchor_boxes
+    from facedet.export import export_tflite, representative_images
+
+    config = DetectorConfig.from_json(model_dir / "detector.json")
+    model = keras.models.load_model(model_dir / "model.keras", compile=False)
+    shards = sorted(glob.glob(str(tfrecord_dir / "train.record-*-of-*")))
+    if not shards:
+        raise SystemExit(f"export: no {tfrecord_dir}/train.record-* shards (run the shard stage)")
+    images = list(tqdm(representative_images(shards, params.representative_images, config.input_size),
+                       total=params.representative_images, desc="calibration images", unit="img"))
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        for quantize in tqdm(("int8", "float"), desc="convert", unit="model"):
+            path = export_tflite(model, anchor_boxes(config), images, tmp / f"face_detector_{quantize}.tflite",
+                                 quantize=quantize, max_detections=params.max_detections,
+                                 score_threshold=params.score_threshold, iou_threshold=params.nms_iou,
+                                 use_regular_nms=params.use_regular_nms)
+            tqdm.write(f"{out_dir / path.name}: {path.stat().st_size / 1024:.0f} KiB")
+        (tmp / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", type=Path, default=Path("models/detector"))
+    parser.add_argument("--tfrecords", type=Path, default=Path("data/tfrecords"))
+    parser.add_argument("--out", type=Path, default=Path("models/export"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        params = load_section("export", ExportParams, args.params)
+    except ParamsError as err:
+        raise SystemExit(f"export: {err}") from None
+    export(params, args.model_dir, args.tfrecords, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Exporting a detector to TFLite: a user calls `export_tflite` and gets a file that ends in
+TFLite_Detection_PostProcess, takes uint8 pixels, and finds what the Keras model finds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from facedet.export import (POSTPROCESS_OP, PostProcessConfig, export_tflite, representative_images,
+                            tflite_ops)
+from facedet.tflite_runner import OUTPUT_NAMES, load_interpreter, resize_bilinear
+from standin_detector import SIZE, build_standin, face_image, standin_anchors
+
+MAX_DETECTIONS, SCORE_THRESHOLD, IOU = 10, 0.05, 0.4
+
+
+def calibration_images(n: int = 12) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [face_image(rng, *rng.integers(0, SIZE - 16, 2)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_standin()
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export")
+    anchors, images = standin_anchors(), calibration_images()
+    return {
+        q: export_tflite(model, anchors, images, out / f"face_{q}.tflite", quantize=q,
+                         max_detections=MAX_DETECTIONS, score_threshold=SCORE_THRESHOLD, iou_threshold=IOU)
+        for q in ("float", "int8")
+    }
+
+
+def reference_detections(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Independent numpy decode (Faster R-CNN 10/10/5/5) + greedy NMS of the Keras outputs."""
+    out = model(image[None].astype(np.float32), training=False)
+    enc = np.asarray(out["box_encodings"])[0].astype(np.float64)
+    scores = 1 / (1 + np.exp(-np.asarray(out["class_logits"])[0, :, 0].astype(np.float64)))
+    a = standin_anchors().astype(np.float64)
+    ha, wa = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    yc, xc = enc[:, 0] / 10 * ha + (a[:, 0] + a[:, 2]) / 2, enc[:, 1] / 10 * wa + (a[:, 1] + a[:, 3]) / 2
+    h, w = np.exp(enc[:, 2] / 5) * ha, np.exp(enc[:, 3] / 5) * wa
+    boxes = np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], 1)
+    order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= SCORE_THRESHOLD]
+    keep: list[int] = []
+    for i in order:
+        if len(keep) == MAX_DETECTIONS:
+            break
+        if all(iou(boxes[i], boxes[j]) <= IOU for j in keep):
+            keep.append(i)
+    return boxes[keep], scores[keep]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def run_tflite(path, image):
+    interpreter, outputs = load_interpreter(path)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
+    interpreter.invoke()
+    res = {name: interpreter.get_tensor(d["index"]) for name, d in outputs.items()}
+    n = int(res["num_detections"][0])
+    return res, res["detection_boxes"][0, :n], res["detection_scores"][0, :n]
+
+
+def test_int8_file_takes_uint8_pixels_and_ends_in_the_postprocess_op(exported):
+    interpreter, outputs = load_interpreter(exported["int8"])
+    (inp,) = interpreter.get_input_details()
+    assert inp["dtype"] == np.uint8 and list(inp["shape"]) == [1, SIZE, SIZE, 3]
+    ops = tflite_ops(exported["int8"].read_bytes())
+    assert ops[-1]["op_name"] == POSTPROCESS_OP
+    details = interpreter.get_tensor_details()
+    assert any(op["op_name"] == "CONV_2D" and details[op["inputs"][0]]["dtype"] == np.int8 for op in ops)
+    # Four float outputs, found by name: boxes [1,N,4], classes [1,N], scores [1,N], count [1].
+    assert set(outputs) == set(OUTPUT_NAMES)
+    shapes = {name: list(d["shape"]) for name, d in outputs.items()}
+    assert shapes == {"detection_boxes": [1, MAX_DETECTIONS, 4], "detection_classes": [1, MAX_DETECTIONS],
+                      "detection_scores": [1, MAX_DETECTIONS], "num_detections": [1]}
+    assert all(d["dtype"] == np.float32 for d in outputs.values())
+
+
+def test_float_export_matches_numpy_decode_and_nms(model, exported):
+    image = face_image(np.random.default_rng(5), 20, 30)
+    res, boxes, scores = run_tflite(exported["float"], image)
+    ref_boxes, ref_scores = reference_detections(model, image)
+    assert len(scores) == len(ref_scores) > 0
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    np.testing.assert_allclose(boxes, ref_boxes, atol=1e-4)
+    assert np.all(res["detection_classes"][0, : len(scores)] == 0)  # 0-based: face = 0
+
+
+def test_regular_nms_gives_the_same_single_class_detections(model, exported, tmp_path):
+    regular = export_tflite(model, standin_anchors(), calibration_images(2), tmp_path / "regular.tflite",
+                            quantize="float", max_detections=MAX_DETECTIONS, score_threshold=SCORE_THRESHOLD,
+                            iou_threshold=IOU, use_regular_nms=True)
+    image = face_image(np.random.default_rng(7), 4, 44)
+    _, boxes, scores = run_tflite(regular, image)
+    _, fast_boxes, fast_scores = run_tflite(exported["float"], image)
+    np.testing.assert_allclose(scores, fast_scores, atol=1e-6)
+    np.testing.assert_allclose(boxes, fast_boxes, atol=1e-6)
+
+
+def test_int8_export_finds_the_same_faces_loosely(model, exported):
+    image = face_image(np.random.default_rng(6), 36, 8)
+    res, boxes, scores = run_tflite(exported["int8"], image)
+    ref_boxes, ref_scores = reference_detections(model, image)
+    for name in OUTPUT_NAMES:
+        assert np.all(np.isfinite(res[name]))
+    assert abs(scores[0] - ref_scores[0]) < 0.05
+    assert iou(boxes[0], ref_boxes[0]) > 0.8
+    confident = ref_scores > 0.5
+    for ref in ref_boxes[confident]:
+        assert max(iou(ref, b) for b in boxes) > 0.7
+    assert np.all(res["detection_classes"][0, : len(scores)] == 0)
+
+
+def test_postprocess_attributes_follow_tf_od_api():
+    text = PostProcessConfig(max_detections=100, score_threshold=0.02, iou_threshold=0.4).implements_signature()
+    assert text.startswith('name: "TFLite_Detection_PostProcess"')
+    for attr in ('"max_detections" value { i: 100 }', '"max_classes_per_detection" value { i: 1 }',
+                 '"use_regular_nms" value { b: false }', '"nms_score_threshold" value { f: 0.02 }',
+                 '"nms_iou_threshold" value { f: 0.4 }', '"y_scale" value { f: 10.0 }', '"w_scale" value { f: 5.0 }',
+                 '"num_classes" value { i: 1 }', '"detections_per_class" value { i: 100 }'):
+        assert attr in text
+
+
+def test_bad_requests_fail_before_converting(model, tmp_path):
+    images = calibration_images(2)
+    with pytest.raises(ValueError, match="anchors"):
+        export_tflite(model, standin_anchors()[:100], images, tmp_path / "x.tflite", quantize="float")
+    with pytest.raises(ValueError, match="quantize"):
+        export_tflite(model, standin_anchors(), images, tmp_path / "x.tflite", quantize="int16")
+    with pytest.raises(ValueError, match="representative"):
+        export_tflite(model, standin_anchors(), [], tmp_path / "x.tflite", quantize="int8")
+    with pytest.raises(ValueError, match="uint8"):
+        export_tflite(model, standin_anchors(), [np.zeros((32, 32, 3), np.uint8)], tmp_path / "x.tflite")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def _example(colour: int, height: int, width: int) -> bytes:
+    jpeg = tf.io.encode_jpeg(np.full((height, width, 3), colour, np.uint8)).numpy()
+    feature = {
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
+        "image/height": tf.train.Feature(int64_list=tf.train.Int64List(value=[height])),
+        "image/width": tf.train.Feature(int64_list=tf.train.Int64List(value=[width])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_representative_images_are_the_first_records_in_shard_order(tmp_path):
+    colours = [[10, 20, 30], [40, 50, 60]]  # shard 0, shard 1
+    paths = []
+    for shard, shard_colours in enumerate(colours):
+        path = tmp_path / f"train.record-{shard:05d}-of-00002"
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for c in shard_colours:
+                writer.write(_example(c, 48, 80))
+        paths.append(path)
+    images = list(representative_images(reversed(paths), count=4, input_size=32))
+    assert [im.shape for im in images] == [(32, 32, 3)] * 4 and all(im.dtype == np.uint8 for im in images)
+    assert [int(round(im.mean())) for im in images] == pytest.approx([10, 20, 30, 40], abs=2)
+    again = list(representative_images(paths, count=4, input_size=32))
+    assert all(np.array_equal(a, b) for a, b in zip(images, again))
+
+
+def test_resize_matches_tf_image_resize():
+    image = np.random.default_rng(0).integers(0, 256, (37, 91, 3)).astype(np.uint8)
+    for size in [(64, 64), (20, 200)]:
+        ours = resize_bilinear(image, size).astype(int)
+        theirs = np.rint(tf.image.resize(image, size).numpy()).astype(int)
+        assert np.abs(ours - theirs).max() <= 1 and (ours != theirs).mean() < 0.01

@@ -1,0 +1,74 @@
+"""Running an exported detector: `TFLiteDetector(path).detect(image)` on an original-size photo
+returns pixel `x, y, w, h, score` rows in that photo, best first."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from facedet.export import export_tflite
+from facedet.tflite_runner import TFLiteDetector
+from standin_detector import GRID, build_standin, face_image, standin_anchors
+
+
+@pytest.fixture(scope="module")
+def anchor_box_model(tmp_path_factory):
+    """Float export of the stand-in whose box head is zero: each detection is exactly its anchor."""
+    rng = np.random.default_rng(2)
+    calibration = [face_image(rng, 8, 8), face_image(rng, 40, 24)]
+    path = tmp_path_factory.mktemp("runner") / "face_float.tflite"
+    return export_tflite(build_standin(zero_boxes=True), standin_anchors(), calibration, path,
+                         quantize="float", max_detections=20, score_threshold=0.5, iou_threshold=0.4)
+
+
+def test_detections_map_back_to_original_pixels(anchor_box_model):
+    detector = TFLiteDetector(anchor_box_model, num_threads=1)
+    assert detector.input_size == (64, 64)
+    # A 128 x 256 photo (not square: the resize does not keep the aspect); model cells are
+    # 16 px high, 32 px wide here. A bright 16 x 32 block filling grid cell (row 2, column 5).
+    height, width = 128, 256
+    cell_h, cell_w = height // GRID, width // GRID
+    photo = face_image(np.random.default_rng(3), 2 * cell_h, 5 * cell_w, height=height, width=width,
+                       square_hw=(cell_h, cell_w))
+    dets = detector.detect(photo)
+    assert dets.dtype == np.float32 and dets.shape[1] == 5
+    assert np.all(np.diff(dets[:, 4]) <= 0)  # best first
+    # Best: the small anchor (1/8 of the side) centred on that cell = exactly the cell in pixels.
+    np.testing.assert_allclose(dets[0, :4], [5 * cell_w, 2 * cell_h, cell_w, cell_h], atol=1e-3)
+    # Second: the large anchor (1/4 of the side) on the same centre.
+    np.testing.assert_allclose(dets[1, :4], [4.5 * cell_w, 1.5 * cell_h, 2 * cell_w, 2 * cell_h], atol=1e-3)
+    assert dets[0, 4] > 0.99
+
+
+def test_boxes_are_clipped_to_the_photo(anchor_box_model):
+    # A bright corner cell: its large anchor reaches outside the image and must be clipped.
+    photo = face_image(np.random.default_rng(4), 0, 0, height=80, width=120, square_hw=(10, 15))
+    dets = TFLiteDetector(anchor_box_model).detect(photo)
+    assert len(dets) >= 2
+    assert np.all(dets[:, 0] >= 0) and np.all(dets[:, 1] >= 0)
+    assert np.all(dets[:, 0] + dets[:, 2] <= 120 + 1e-3) and np.all(dets[:, 1] + dets[:, 3] <= 80 + 1e-3)
+    np.testing.assert_allclose(dets[1, :4], [0, 0, 15 * 1.5, 10 * 1.5], atol=1e-3)
+
+
+def test_an_empty_photo_gives_an_empty_array(anchor_box_model):
+    dark = np.zeros((50, 70, 3), np.uint8)
+    dets = TFLiteDetector(anchor_box_model).detect(dark)
+    assert dets.shape == (0, 5) and dets.dtype == np.float32
+
+
+def test_wrong_inputs_give_clear_errors(anchor_box_model, tmp_path):
+    detector = TFLiteDetector(anchor_box_model)
+    with pytest.raises(ValueError, match="uint8"):
+        detector.detect(np.zeros((32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        detector.detect(np.zeros((32, 32), np.uint8))
+    with pytest.raises(FileNotFoundError):
+        TFLiteDetector(tmp_path / "missing.tflite")
+    # A classifier-like model with float input is not a detector export.
+    classifier = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D()])
+    path = tmp_path / "classifier.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(classifier).convert())
+    with pytest.raises(ValueError, match="TFLite_Detection_PostProcess outputs"):
+        TFLiteDetector(path)

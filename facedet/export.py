@@ -37,11 +37,11 @@ from typing import Literal
 import numpy as np
 
 from facedet.atomic import atomic_path
-from facedet.tflite_runner import OUTPUT_NAMES, load_interpreter, quiet_interpreter_deprecation, resize_bilinear
+from facedet.tflite_runner import (OUTPUT_NAMES, POSTPROCESS_OP, load_interpreter, quiet_interpreter_deprecation,
+                                   resize_bilinear)
 
 log = logging.getLogger(__name__)
 
-POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 BOX_CODER_SCALES = (10.0, 10.0, 5.0, 5.0)  # y, x, h, w: must match the training box coder
 SERVING_ENDPOINT = "serving_default"
 INPUT_NAME = "image"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"  # the custom op every exported detector ends in
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 
 
@@ -67,7 +68,7 @@ def find_outputs(interpreter, path: str | os.PathLike = "model") -> dict[str, di
     if len(found) != len(OUTPUT_NAMES):
         found = _outputs_by_shape(list(by_index.values()))
     if found is None or len(found) != len(OUTPUT_NAMES):
-        shapes = {d["name"]: list(d["shape"]) for d in by_index.values()}
+        shapes = {d["name"]: [int(v) for v in d["shape"]] for d in by_index.values()}
         raise ValueError(f"{path}: expected the four TFLite_Detection_PostProcess outputs "
                          f"{list(OUTPUT_NAMES)}, got {shapes}")
     return found
@@ -120,6 +121,9 @@ class TFLiteDetector:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such TFLite model")
+        with open(self.path, "rb") as f:
+            if f.read(8)[4:] != b"TFL3":  # the flatbuffer file identifier of every .tflite
+                raise ValueError(f"{self.path}: not a TFLite model file (no 'TFL3' identifier)")
         self._interpreter, self._outputs = load_interpreter(self.path, num_threads)
         inputs = self._interpreter.get_input_details()
         if len(inputs) != 1:

@@ -1,7 +1,9 @@
 """Export stage: trained detector -> int8 and float TFLite face detectors for mobile.
 
 Reads  models/detector/ (model.keras, detector.json) and data/tfrecords/train.record-* (calibration),
-writes models/export/ atomically: face_detector_int8.tflite, face_detector_float.tflite, labels.txt.
+writes models/export/ atomically: face_detector_int8.tflite, face_detector_float.tflite (both with
+TFLite model metadata: label file, normalisation; MediaPipe / Task Library load them as they are)
+and labels.txt.
 """
 
 from __future__ import annotations
@@ -31,12 +33,26 @@ class ExportParams:
     use_regular_nms: bool = False
 
 
+def metadata_description(config, params: ExportParams, quantize: str) -> str:
+    """The model description packed into the .tflite metadata."""
+    nms = "regular" if params.use_regular_nms else "fast"
+    weights = "int8 (post-training full-integer quantization), uint8 input" if quantize == "int8" else "float32"
+    return (f"SSD MobileNetV2 (alpha {config.alpha}) face detector, input {config.input_size}x{config.input_size} "
+            f"RGB uint8 (plain resize, aspect not kept); {weights}; ends in TFLite_Detection_PostProcess: "
+            f"up to {params.max_detections} faces, score >= {params.score_threshold}, {nms} NMS at IoU "
+            f"{params.nms_iou}; boxes normalised [ymin, xmin, ymax, xmax], class 0 = face.")
+
+
 def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: Path) -> None:
     import keras
 
+    from facedet import __version__
     from facedet.anchors import DetectorConfig, anchor_boxes
-    from facedet.export import export_tflite, representative_images
+    from facedet.export import export_tflite, representative_images, verify_tflite
+    from facedet.tflite_metadata import write_detector_metadata, writer_unavailable_reason
 
+    if reason := writer_unavailable_reason():  # fail before minutes of conversion, not after
+        raise SystemExit(f"export: {reason}")
     config = DetectorConfig.from_json(model_dir / "detector.json")
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
     shards = sorted(glob.glob(str(tfrecord_dir / "train.record-*-of-*")))
@@ -50,6 +66,9 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
                                  quantize=quantize, max_detections=params.max_detections,
                                  score_threshold=params.score_threshold, iou_threshold=params.nms_iou,
                                  use_regular_nms=params.use_regular_nms)
+            write_detector_metadata(path, LABELS, name=f"facedet face detector ({quantize})", version=__version__,
+                                    description=metadata_description(config, params, quantize), author="facedet")
+            verify_tflite(path, quantize, images[:2], keras_model=model, score_threshold=params.score_threshold)
             tqdm.write(f"{out_dir / path.name}: {path.stat().st_size / 1024:.0f} KiB")
         (tmp / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
 

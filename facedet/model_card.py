@@ -1,0 +1,280 @@
+"""The model card: what the shipped face detector is, how well it does, and where it came from.
+
+`build_model_card(...)` gathers, as one JSON-able dict:
+- the model: architecture, preset and resolved detector config (`detector.json`), labels;
+- each exported .tflite: size (KB), sha256, input shape/dtype and format, the four outputs,
+  the packed metadata, median invoke latency on this machine (1 thread);
+- metrics: the float Keras model (reports/evaluate/metrics.json) and the shipped .tflite files
+  (reports/evaluate_tflite/metrics.json: int8, float, int8 - float);
+- lineage: the git commit (and whether the work tree differs from it), the dataset source and the
+  DVC hashes of data/raw and data/tfrecords as recorded in dvc.lock, every param of params.yaml.
+
+`render_markdown(card)` turns it into models/model_card.md. Missing inputs (no dvc.lock, no git,
+no metrics yet) are recorded as such, never guessed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facedet import __version__
+from facedet.atomic import write_text_atomic
+
+DATA_OUTS = ("data/raw", "data/tfrecords")
+PIPELINE_PRODUCTS = ("dvc.lock", "reports/", "dvclive/")  # rewritten by `dvc repro`: not "dirty code"
+OUTPUTS_CONTRACT = {
+    "detection_boxes": "float32 [1, N, 4] normalised [ymin, xmin, ymax, xmax] (metadata name 'location')",
+    "detection_classes": "float32 [1, N] 0-based class id, 0 = face ('category', label file labels.txt)",
+    "detection_scores": "float32 [1, N] sigmoid score, descending ('score')",
+    "num_detections": "float32 [1] number of valid rows N' <= N ('number of detections')",
+}
+INPUT_FORMAT = ("RGB uint8 pixels 0..255, the whole image resized to the input (plain bilinear, aspect not "
+                "kept); normalisation to [-1, 1] happens inside the model (metadata: mean 127.5, std 127.5)")
+DATASET_SOURCES = {
+    "embedded": "embedded synthetic dataset generated offline in the official WIDER FACE layout (facedet.embedded)",
+    "widerface": "WIDER FACE (shuoyang1213.me/WIDERFACE; licence CC BY-NC-ND 4.0 via the HuggingFace mirror)",
+}
+
+
+def git_lineage(repo: str | os.PathLike = ".") -> dict[str, Any]:
+    """{'commit': HEAD sha or None, 'dirty': bool or None, 'dirty_paths': [...]} of the work tree.
+
+    Dirty means tracked or untracked (not ignored) files differ from HEAD, outside the files that
+    `dvc repro` itself rewrites (PIPELINE_PRODUCTS)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain")
+    if commit is None or status is None:
+        return {"commit": None, "dirty": None, "dirty_paths": [],
+                "note": "not a git work tree, or no commit yet"}
+    paths = sorted({line[3:].split(" -> ")[-1].strip('"') for line in status.splitlines() if line.strip()})
+    paths = [p for p in paths if not p.startswith(PIPELINE_PRODUCTS)]
+    return {"commit": commit.strip(), "dirty": bool(paths), "dirty_paths": paths[:50]}
+
+
+def dvc_lock_hashes(lock_path: str | os.PathLike = "dvc.lock", paths: Sequence[str] = DATA_OUTS) -> dict[str, Any]:
+    """The hashes DVC recorded for `paths` among the stage outs of dvc.lock:
+    {'lock': path, 'found': bool, 'outs': {path: {'stage', 'md5', 'size', 'nfiles'} or None}}."""
+    lock_path = Path(lock_path)
+    outs: dict[str, Any] = {path: None for path in paths}
+    if not lock_path.is_file():
+        return {"lock": str(lock_path), "found": False, "outs": outs}
+    lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}
+    for stage, entry in (lock.get("stages") or {}).items():
+        for out in (entry or {}).get("outs") or []:
+            if out.get("path") in outs:
+                outs[out["path"]] = {"stage": stage, "md5": out.get("md5"), "size": out.get("size"),
+                                     "nfiles": out.get("nfiles")}
+    return {"lock": str(lock_path), "found": True, "outs": outs}
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def median_invoke_ms(model_path: str | os.PathLike, num_threads: int = 1, runs: int = 50, warmup: int = 5) -> float:
+    """Median wall time of one `invoke()` (the whole graph, post-process op included) on a mid-grey
+    image, in ms."""
+    import numpy as np
+
+    from facedet.tflite_runner import load_interpreter
+
+    interpreter, _ = load_interpreter(model_path, num_threads=num_threads)
+    (inp,) = interpreter.get_input_details()
+    interpreter.set_tensor(inp["index"], np.full(inp["shape"], 128, inp["dtype"]))
+    times = []
+    for i in range(warmup + runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1000)
+    return round(statistics.median(times), 3)
+
+
+def tflite_facts(model_path: str | os.PathLike, latency_runs: int = 50) -> dict[str, Any]:
+    """Size, hash, input, outputs, packed metadata and 1-thread latency of an exported detector."""
+    from facedet.tflite_metadata import MetadataWriterUnavailable, read_detector_metadata
+    from facedet.tflite_runner import load_interpreter
+
+    path = Path(model_path)
+    interpreter, outputs = load_interpreter(path)
+    (inp,) = interpreter.get_input_details()
+    try:
+        meta = read_detector_metadata(path)
+        metadata = None if meta is None else {"labels": meta.labels, "norm_mean": meta.norm_mean,
+                                              "norm_std": meta.norm_std, "name": meta.name,
+                                              "version": meta.version, "description": meta.description}
+    except MetadataWriterUnavailable as err:
+        metadata = {"unreadable": str(err)}
+    return {
+        "path": str(path),
+        "size_kb": round(path.stat().st_size / 1024, 1),
+        "sha256": sha256_file(path),
+        "input": {"shape": [int(v) for v in inp["shape"]], "dtype": inp["dtype"].__name__, "format": INPUT_FORMAT},
+        "outputs": {name: {"shape": [int(v) for v in d["shape"]], "dtype": d["dtype"].__name__}
+                    for name, d in outputs.items()},
+        "metadata": metadata,
+        "latency_ms_1_thread": median_invoke_ms(path, 1, runs=latency_runs) if latency_runs else None,
+    }
+
+
+def read_json_if_present(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}")
+
+
+def build_model_card(*, params: Mapping[str, Any], detector_config: Mapping[str, Any],
+                     preset_config: Mapping[str, Any] | None, tflite_files: Mapping[str, str | os.PathLike],
+                     keras_metrics: Mapping[str, Any] | None, tflite_metrics: Mapping[str, Any] | None,
+                     lock_path: str | os.PathLike = "dvc.lock", repo: str | os.PathLike = ".",
+                     latency_runs: int = 50) -> dict[str, Any]:
+    """The card as a JSON-able dict (see the module docstring). tflite_files: {'int8': path, 'float': path}."""
+    source = (params.get("data") or {}).get("source", "unknown")
+    return {
+        "model": {
+            "name": "facedet face detector",
+            "version": __version__,
+            "task": "face detection (single class 'face'), boxes in normalised [ymin, xmin, ymax, xmax]",
+            "architecture": f"SSD, MobileNetV2 backbone (alpha {detector_config.get('alpha')}), "
+                            f"feature strides {detector_config.get('feature_strides')}",
+            "preset": (params.get("model") or {}).get("preset"),
+            "preset_config": dict(preset_config) if preset_config is not None else None,
+            "detector_config": dict(detector_config),
+            "labels": ["face"],
+            "outputs": OUTPUTS_CONTRACT,
+        },
+        "files": {variant: tflite_facts(path, latency_runs) for variant, path in tflite_files.items()},
+        "metrics": {"keras_float": keras_metrics, "tflite": tflite_metrics},
+        "data": {"source": source, "description": DATASET_SOURCES.get(source, source),
+                 "dvc": dvc_lock_hashes(lock_path)},
+        "code": git_lineage(repo),
+        "params": dict(params),
+        "measured_on": machine_description(),
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _metrics_table(card: Mapping[str, Any]) -> list[str]:
+    keras_metrics = card["metrics"].get("keras_float") or {}
+    tflite = card["metrics"].get("tflite") or {}
+    columns = [("Keras float", keras_metrics), ("TFLite float", tflite.get("float") or {}),
+               ("TFLite int8 (shipped)", tflite.get("int8") or {}),
+               ("int8 - float", tflite.get("int8_minus_float") or {})]
+    names = list(dict.fromkeys(k for _, m in columns for k in m))
+    if not names:
+        return ["No metrics yet (run the evaluate and evaluate_tflite stages)."]
+    lines = ["| metric | " + " | ".join(c for c, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(_fmt(m.get(name)) for _, m in columns) + " |" for name in names]
+    return lines
+
+
+def render_markdown(card: Mapping[str, Any]) -> str:
+    """The card as Markdown (models/model_card.md)."""
+    model, files, data, code = card["model"], card["files"], card["data"], card["code"]
+    some = next(iter(files.values()), None)
+    size = some["input"]["shape"] if some else None
+    lines = [
+        f"# Model card: {model['name']} {model['version']}", "",
+        f"{model['architecture']}, preset `{model['preset']}`, detecting faces (one class, `face`) in RGB images. "
+        "Exported to TFLite ending in the `TFLite_Detection_PostProcess` op, with TFLite model metadata "
+        "(label file, normalisation): MediaPipe Tasks' ObjectDetector and the TFLite Task Library load it as it is.",
+        "",
+        "## Files", "",
+        "| variant | file | size (KB) | input | median latency, 1 thread (ms) | sha256 |", "|---|---|---|---|---|---|",
+    ]
+    for variant, f in files.items():
+        shape = "x".join(str(v) for v in f["input"]["shape"])
+        lines.append(f"| {variant} | `{f['path']}` | {f['size_kb']} | {f['input']['dtype']} {shape} | "
+                     f"{_fmt(f['latency_ms_1_thread'])} | `{f['sha256'][:16]}…` |")
+    lines += ["", "Latency: median of `invoke()` (whole graph, post-process included), measured on "
+              f"{card['measured_on']}.",
+              "", "## Input and outputs", "",
+              f"- Input `image`: {'x'.join(map(str, size)) if size else 'n/a'}, {INPUT_FORMAT}.",
+              *[f"- `{name}`: {text}" for name, text in model["outputs"].items()],
+              "- Boxes map back to the original image by scaling with its width and height.",
+              "", "## Metrics (val split, official WIDER FACE protocol and COCO AP)", "", *_metrics_table(card), "",
+              "## Data", "", f"- Source: `{data['source']}`: {data['description']}."]
+    dvc = data["dvc"]
+    if not dvc["found"]:
+        lines.append(f"- DVC hashes: {dvc['lock']} not found (stages run by hand, not by `dvc repro`).")
+    for path, entry in dvc["outs"].items() if dvc["found"] else ():
+        lines.append(f"- `{path}`: " + (f"md5 `{entry['md5']}` ({entry.get('nfiles')} files, {entry.get('size')} "
+                                         f"bytes; stage `{entry['stage']}` in dvc.lock)" if entry
+                                         else "not recorded in dvc.lock"))
+    commit = code.get("commit")
+    lines += ["", "## Lineage", "",
+              f"- Git commit: `{commit}`" + (" (work tree had uncommitted changes: "
+                                              + ", ".join(code["dirty_paths"][:10]) + ")" if code.get("dirty") else "")
+              if commit else f"- Git commit: unknown ({code.get('note')})",
+              f"- Reproduce: `git checkout {commit or '<commit>'} && dvc repro` "
+              "(params below are params.yaml as used).",
+              "", "## Params (params.yaml)", "", "```yaml", yaml.safe_dump(card["params"], sort_keys=False).rstrip(),
+              "```",
+              "", "## Detector config (models/detector/detector.json)", "", "```json",
+              json.dumps(model["detector_config"], indent=2), "```", "",
+              "## Limitations", "",
+              "- Single class; faces much smaller than the smallest anchor (see the detector config) are missed.",
+              "- Trained and scored on the data source above only; numbers on the embedded synthetic data say "
+              "nothing about real photos.", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(card: Mapping[str, Any], md_path: str | os.PathLike, json_path: str | os.PathLike) -> None:
+    """Write the card as Markdown and JSON, each atomically."""
+    write_text_atomic(json_path, json.dumps(card, indent=2) + "\n")
+    write_text_atomic(md_path, render_markdown(card))
+
+
+def load_inputs(params_path: str | os.PathLike = "params.yaml", model_dir: str | os.PathLike = "models/detector",
+                configs_dir: str | os.PathLike = "configs") -> dict[str, Any]:
+    """params.yaml, detector.json and the preset YAML it came from (None if that file is gone)."""
+    params = yaml.safe_load(Path(params_path).read_text(encoding="utf-8")) or {}
+    detector_config = read_json_if_present(Path(model_dir) / "detector.json")
+    if detector_config is None:
+        raise FileNotFoundError(f"{model_dir}/detector.json: no trained model (run the train stage)")
+    preset = (params.get("model") or {}).get("preset")
+    preset_path = Path(configs_dir) / f"{preset}.yaml"
+    preset_config = (yaml.safe_load(preset_path.read_text(encoding="utf-8"))
+                     if preset and preset_path.is_file() else None)
+    return {"params": params, "detector_config": detector_config, "preset_config": preset_config}

@@ -1,0 +1,131 @@
+"""The model card: after the pipeline, a user opens models/model_card.md (or .json) and sees what the
+model is, its input and outputs, its size and latency, every metric, and the commit, params and
+DVC data hashes it came from; what is unknown (no dvc.lock, no git) is said, not guessed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import yaml
+
+from facedet.export import export_tflite
+from facedet.model_card import build_model_card, dvc_lock_hashes, git_lineage, render_markdown
+from stages.model_card import main as model_card_stage
+from standin_detector import build_standin, face_image, standin_anchors
+
+PARAMS = {"data": {"source": "embedded", "embedded": {"seed": 2026}}, "model": {"preset": "tiny_64"},
+          "train": {"steps": 10}, "export": {"max_detections": 10, "use_regular_nms": False}}
+DETECTOR = {"input_size": 64, "alpha": 0.35, "feature_strides": [8]}
+KERAS = {"wider_easy_ap": 0.91, "wider_medium_ap": 0.8, "wider_hard_ap": 0.5, "coco_ap": 0.4}
+TFLITE = {"int8": {"wider_easy_ap": 0.9, "wider_medium_ap": 0.79, "wider_hard_ap": 0.48, "coco_ap": 0.39},
+          "float": {"wider_easy_ap": 0.91, "wider_medium_ap": 0.8, "wider_hard_ap": 0.5, "coco_ap": 0.4},
+          "int8_minus_float": {"wider_easy_ap": -0.01, "wider_medium_ap": -0.01, "wider_hard_ap": -0.02}}
+LOCK = {"schema": "2.0", "stages": {
+    "fetch": {"cmd": "python -m stages.fetch", "outs": [{"path": "data/raw", "hash": "md5", "md5": "aaa111.dir",
+                                                           "size": 1234, "nfiles": 4}]},
+    "shard": {"cmd": "python -m stages.shard", "outs": [{"path": "data/tfrecords", "hash": "md5",
+                                                           "md5": "bbb222.dir", "size": 5678, "nfiles": 7}]}}}
+
+
+@pytest.fixture(scope="module")
+def tflite_files(tmp_path_factory):
+    out = tmp_path_factory.mktemp("card")
+    rng = np.random.default_rng(0)
+    images = [face_image(rng, 8, 8), face_image(rng, 30, 40)]
+    return {q: export_tflite(build_standin(), standin_anchors(), images, out / f"face_detector_{q}.tflite",
+                             quantize=q, max_detections=10) for q in ("int8", "float")}
+
+
+def git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A tiny committed project: params.yaml, dvc.lock, a source file."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(LOCK))
+    (tmp_path / "train.py").write_text("print('train')\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "init")
+    return tmp_path
+
+
+def card_for(project, tflite_files, **overrides):
+    kwargs = dict(params=PARAMS, detector_config=DETECTOR, preset_config={"input_size": 64}, tflite_files=tflite_files,
+                  keras_metrics=KERAS, tflite_metrics=TFLITE, lock_path=project / "dvc.lock", repo=project,
+                  latency_runs=3)
+    return build_model_card(**(kwargs | overrides))
+
+
+def test_the_card_traces_the_model_to_its_data_params_and_code(project, tflite_files):
+    card = card_for(project, tflite_files)
+    json.dumps(card)  # JSON-able as it is
+    head = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert card["code"] == {"commit": head.strip(), "dirty": False, "dirty_paths": []}
+    assert card["data"]["source"] == "embedded"
+    assert card["data"]["dvc"]["outs"] == {
+        "data/raw": {"stage": "fetch", "md5": "aaa111.dir", "size": 1234, "nfiles": 4},
+        "data/tfrecords": {"stage": "shard", "md5": "bbb222.dir", "size": 5678, "nfiles": 7}}
+    assert card["params"] == PARAMS
+    assert card["model"]["preset"] == "tiny_64" and card["model"]["detector_config"] == DETECTOR
+    assert card["metrics"] == {"keras_float": KERAS, "tflite": TFLITE}
+
+
+def test_the_card_describes_each_shipped_file(project, tflite_files):
+    card = card_for(project, tflite_files)
+    for variant, path in tflite_files.items():
+        facts = card["files"][variant]
+        assert facts["size_kb"] == round(path.stat().st_size / 1024, 1) > 0
+        assert facts["input"]["shape"] == [1, 64, 64, 3] and facts["input"]["dtype"] == "uint8"
+        assert facts["outputs"]["detection_boxes"]["shape"] == [1, 10, 4]
+        assert set(facts["outputs"]) == {"detection_boxes", "detection_classes", "detection_scores", "num_detections"}
+        assert facts["latency_ms_1_thread"] > 0 and len(facts["sha256"]) == 64
+
+
+def test_the_markdown_shows_metrics_lineage_and_params(project, tflite_files):
+    card = card_for(project, tflite_files)
+    text = render_markdown(card)
+    assert text.startswith("# Model card: facedet face detector")
+    assert "| wider_easy_ap | 0.9100 | 0.9100 | 0.9000 | -0.0100 |" in text
+    assert card["code"]["commit"] in text and "aaa111.dir" in text and "bbb222.dir" in text
+    assert "preset: tiny_64" in text  # params.yaml, as YAML
+    for variant in ("int8", "float"):
+        size_kb = card["files"][variant]["size_kb"]
+        assert f"| {variant} | `{tflite_files[variant]}` | {size_kb} | uint8 1x64x64x3 |" in text
+
+
+def test_uncommitted_changes_and_missing_lineage_are_said(project, tflite_files, tmp_path_factory):
+    (project / "train.py").write_text("print('changed')\n")
+    (project / "dvc.lock").unlink()
+    card = card_for(project, tflite_files, keras_metrics=None, tflite_metrics=None)
+    assert card["code"]["dirty"] is True and card["code"]["dirty_paths"] == ["train.py"]  # dvc.lock is no code
+    assert card["data"]["dvc"]["found"] is False
+    text = render_markdown(card)
+    assert "uncommitted changes: train.py" in text and "dvc.lock not found" in text
+    assert "No metrics yet" in text
+    nowhere = tmp_path_factory.mktemp("no-git")
+    assert git_lineage(nowhere)["commit"] is None
+    assert dvc_lock_hashes(nowhere / "dvc.lock")["found"] is False
+
+
+def test_the_stage_writes_models_model_card(project, tflite_files, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    (project / "models" / "detector").mkdir(parents=True)
+    (project / "models" / "detector" / "detector.json").write_text(json.dumps(DETECTOR))
+    (project / "reports" / "evaluate").mkdir(parents=True)
+    (project / "reports" / "evaluate" / "metrics.json").write_text(json.dumps(KERAS))
+    export_dir = tflite_files["int8"].parent
+    model_card_stage(["--export-dir", str(export_dir), "--latency-runs", "2"])
+    card = json.loads((project / "models" / "model_card.json").read_text())
+    assert card["metrics"] == {"keras_float": KERAS, "tflite": None}  # evaluate_tflite not run here
+    assert card["data"]["dvc"]["outs"]["data/raw"]["md5"] == "aaa111.dir"
+    assert (project / "models" / "model_card.md").read_text().startswith("# Model card")
+    assert "wrote models/model_card.md" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="run the export stage"):
+        model_card_stage(["--export-dir", str(project / "nowhere")])

@@ -32,7 +32,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from facedet.wider import (
     eval_mat_bytes,
     format_gt_txt,
     image_member,
+    zip_bytes,
 )
 
 
@@ -78,7 +78,6 @@ EVENTS = (
 SPLIT_IDS = {"train": 0, "val": 1}
 MIN_FACE_PX = 10
 JPEG_QUALITY = 90
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 SKIN_TONES = np.array([
     (255, 224, 196), (241, 194, 167), (224, 172, 138), (198, 134, 98), (175, 118, 82),
@@ -438,18 +437,6 @@ def generate_split(params: EmbeddedParams, split: str) -> list[tuple[WiderRecord
     return out
 
 
-def _zip_bytes(members: dict[str, bytes], compress: bool) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name in sorted(members):
-            info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
-            info.create_system = 3
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-            zf.writestr(info, members[name], compresslevel=6 if compress else None)
-    return buf.getvalue()
-
-
 def write_embedded_dataset(params: EmbeddedParams, out_dir: str | os.PathLike, progress=None) -> dict[str, int]:
     """Generate the embedded dataset into `out_dir` as WIDER_train.zip, WIDER_val.zip,
     wider_face_split.zip and eval_tools.zip (official member paths). Returns counts per split.
@@ -468,15 +455,15 @@ def write_embedded_dataset(params: EmbeddedParams, out_dir: str | os.PathLike, p
             progress(len(items))
         records = [rec for rec, _ in items]
         members = {image_member(split, rec.image): data for rec, data in items}
-        (out_dir / IMAGES_ZIP[split]).write_bytes(_zip_bytes(members, compress=False))
+        (out_dir / IMAGES_ZIP[split]).write_bytes(zip_bytes(members, compress=False))
         txt[GT_TXT_MEMBER[split]] = format_gt_txt(records).encode("utf-8")
         counts[f"{split}_images"] = len(records)
         counts[f"{split}_faces"] = int(sum(len(r.faces) for r in records))
         if split == "val":
             mats = eval_mat_bytes(*eval_images_of(records))
             (out_dir / EVAL_TOOLS_ZIP).write_bytes(
-                _zip_bytes({f"{EVAL_GT_DIR_MEMBER}/{k}": v for k, v in mats.items()}, compress=True))
-    (out_dir / SPLIT_ZIP).write_bytes(_zip_bytes(txt, compress=True))
+                zip_bytes({f"{EVAL_GT_DIR_MEMBER}/{k}": v for k, v in mats.items()}, compress=True))
+    (out_dir / SPLIT_ZIP).write_bytes(zip_bytes(txt, compress=True))
     return counts
 
 

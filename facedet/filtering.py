@@ -1,7 +1,11 @@
 """Face and image filters applied to parsed WIDER records, with counted reasons.
 
-Every image is opened once from its zip for a header check (`PIL.Image.open` + `verify()`, no
-full decode): its real width/height and mode come from the file, not from the annotation.
+Every image is opened once from its zip for a header check (`PIL.Image.open` + `verify()`, and
+for JPEGs a look for the end-of-image marker; no full decode unless that marker is missing): its
+real width/height and mode come from the file, not from the annotation. Images that cannot be
+used are skipped and counted by reason (missing from the zip, unreadable, truncated, unsupported
+mode, too small); kept images that are not RGB/grayscale JPEGs (CMYK JPEGs, PNGs named .jpg) are
+counted under `images_reencoded`: the shard stage stores them re-encoded as RGB JPEGs.
 Faces are WIDER pixel boxes `x1, y1, w, h`; kept boxes are clipped to the image when
 `clip_to_image` is set. Per split the kept images and faces are written as two CSV tables
 (`<split>_images.csv`, `<split>_faces.csv`) and the counts as a metrics dict.
@@ -28,7 +32,9 @@ SUPPORTED_MODES = ("RGB", "L", "CMYK")
 # reasons, in the order they are checked (a face/image is counted under the first that applies)
 FACE_REASONS = ("degenerate", "invalid", "outside_image", "too_small", "blur", "occlusion", "atypical_pose",
                 "image_dropped")
-IMAGE_REASONS = ("missing", "unreadable", "unsupported_mode", "too_small_image", "no_faces_left")
+IMAGE_REASONS = ("missing", "unreadable", "truncated", "unsupported_mode", "too_small_image", "no_faces_left")
+REENCODE_REASONS = ("cmyk", "not_jpeg")
+JPEG_EOI = b"\xff\xd9"
 IMAGE_COLUMNS = ("image", "width", "height", "mode", "format", "faces")
 
 
@@ -68,11 +74,15 @@ class ImageInfo:
     height: int = 0
     mode: str = ""
     format: str = ""
-    problem: str = ""  # '' or one of IMAGE_REASONS ('missing', 'unreadable')
+    problem: str = ""  # '' or one of IMAGE_REASONS ('missing', 'unreadable', 'truncated')
 
 
 def inspect_image(data: bytes | None) -> ImageInfo:
-    """Header check of encoded image bytes: real size, mode, format; no full decode."""
+    """Header check of encoded image bytes: real size, mode, format; no full decode.
+
+    A JPEG must end with its end-of-image marker (trailing zero padding allowed); only when it
+    does not is the image fully decoded, to tell trailing junk (kept) from a truncated file.
+    """
     if data is None:
         return ImageInfo(problem="missing")
     try:
@@ -83,7 +93,26 @@ def inspect_image(data: bytes | None) -> ImageInfo:
         return ImageInfo(problem="unreadable")
     if width <= 0 or height <= 0:
         return ImageInfo(problem="unreadable")
+    if fmt == "JPEG" and not data.rstrip(b"\0").endswith(JPEG_EOI) and not _decodes(data):
+        return ImageInfo(width=int(width), height=int(height), mode=mode, format=fmt, problem="truncated")
     return ImageInfo(width=int(width), height=int(height), mode=mode, format=fmt)
+
+
+def _decodes(data: bytes) -> bool:
+    """True if the image decodes completely (a truncated JPEG raises)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+        return True
+    except Exception:
+        return False
+
+
+def reencode_reason(mode: str, fmt: str) -> str:
+    """'' if the shard stage can store the bytes untouched, else why it re-encodes them."""
+    if fmt.upper() != "JPEG":
+        return "not_jpeg"
+    return "cmyk" if mode == "CMYK" else ""
 
 
 def filter_faces(faces: np.ndarray, width: int, height: int, params: FilterParams) -> tuple[np.ndarray, Counter]:
@@ -156,6 +185,7 @@ def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: Fil
     image_rows, face_rows = [], []
     face_drops: Counter = Counter()
     image_drops: Counter = Counter()
+    reencoded: Counter = Counter()
     faces_in = 0
     for rec, info in sorted(zip(records, infos), key=lambda item: item[0].image):
         n_faces = len(rec.faces)
@@ -177,6 +207,8 @@ def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: Fil
                 face_drops["image_dropped"] += n_faces
             continue
         image_rows.append((rec.image, info.width, info.height, info.mode, info.format, len(kept)))
+        if reason := reencode_reason(info.mode, info.format):
+            reencoded[reason] += 1
         face_rows.extend((rec.image, *(int(v) for v in row)) for row in kept)
     images = pd.DataFrame(image_rows, columns=list(IMAGE_COLUMNS))
     faces = pd.DataFrame(face_rows, columns=["image", *FACE_COLUMNS])
@@ -187,6 +219,7 @@ def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: Fil
         "faces_kept": len(faces),
         "images_dropped": {r: int(image_drops[r]) for r in IMAGE_REASONS},
         "faces_dropped": {r: int(face_drops[r]) for r in FACE_REASONS},
+        "images_reencoded": {r: int(reencoded[r]) for r in REENCODE_REASONS},
     }
     return images, faces, stats
 

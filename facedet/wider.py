@@ -120,7 +120,10 @@ def parse_gt_txt(text: str, source: str = "<gt txt>") -> list[WiderRecord]:
     while i < len(lines):
         lineno, image = lines[i]
         if not image.lower().endswith((".jpg", ".jpeg", ".png")) or "/" not in image:
-            raise fail(lineno, "expected an image path 'event/name.jpg'", image)
+            hint = ""
+            if records and _face_values(image) is not None:
+                hint = f" (a face line: the count of {records[-1].image} is too small?)"
+            raise fail(lineno, f"expected an image path 'event/name.jpg'{hint}", image)
         if image in seen:
             raise fail(lineno, f"image named twice (first at line {seen[image]})", image)
         seen[image] = lineno
@@ -145,7 +148,10 @@ def parse_gt_txt(text: str, source: str = "<gt txt>") -> list[WiderRecord]:
                            f"(count does not match the face lines?)", face_text)
             faces[k] = values
             i += 1
-        if count == 0 and i < len(lines) and _face_values(lines[i][1]) is not None:
+        if count == 0 and i < len(lines) and (dummy := _face_values(lines[i][1])) is not None:
+            if any(dummy):  # a real face after a count of 0: the count is wrong
+                raise fail(lines[i][0], f"{image} has face count 0 but a face line follows "
+                           "(the zero-face dummy line is all zeros)", lines[i][1])
             i += 1  # the dummy line of a zero-face image
         records.append(WiderRecord(image=image, faces=faces))
     return records
@@ -350,11 +356,91 @@ def read_eval_ground_truth(source: MatSource) -> list[EvalImage]:
 # the official archives
 
 
-def _check_member_name(name: str, what: str) -> str:
+def check_member_name(name: str, what: str) -> str:
+    """`name` if it is a safe relative zip member name; WiderFormatError naming `what` if it is
+    absolute, has a drive letter or backslashes, or a '..' part (it could escape on extraction)."""
     if not name or name.startswith(("/", "\\")) or "\\" in name or ":" in name.split("/", 1)[0] \
             or any(part == ".." for part in name.split("/")):
         raise WiderFormatError(f"{what}: unsafe member name {name!r} (absolute or '..')")
     return name
+
+
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def _fixed_info(name: str, compress: bool) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(check_member_name(name, "zip member"), date_time=ZIP_DATE)
+    info.create_system = 3
+    info.external_attr = (0o755 << 16 | 0x10) if name.endswith("/") else 0o644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    return info
+
+
+def zip_bytes(members: Mapping[str, bytes], compress: bool) -> bytes:
+    """A deterministic zip of `members` (name -> bytes): sorted names, fixed date and permissions,
+    deflated (level 6) if `compress` else stored. Same members give the same bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name in sorted(members):
+            zf.writestr(_fixed_info(name, compress), members[name], compresslevel=6 if compress else None)
+    return buf.getvalue()
+
+
+def repack_stored(src: str | os.PathLike, dst: str | os.PathLike, progress: Any = None) -> int:
+    """Copy zip `src` to `dst` with every member stored (no compression), in the same order, with the
+    same names and bytes, and fixed dates and permissions: readers then get a member with one seek
+    and no inflate (JPEGs barely compress, so the archive grows little). Member names are checked
+    (WiderFormatError on an unsafe one). progress: optional callable(n). Returns the member count."""
+    count = 0
+    with zipfile.ZipFile(src) as source, zipfile.ZipFile(dst, "w") as out:
+        for info in source.infolist():
+            out.writestr(_fixed_info(check_member_name(info.filename, str(src)), False), source.read(info))
+            count += 1
+            if progress:
+                progress(1)
+    return count
+
+
+def eval_mat_members(archive: zipfile.ZipFile, what: str) -> dict[str, str]:
+    """Official .mat file name -> member name of the eval ground truth inside an eval_tools zip
+    (members '<...>/ground_truth/<name>.mat'); FileNotFoundError naming `what` if one is missing."""
+    found: dict[str, str] = {}
+    for member in archive.namelist():
+        base = posixpath.basename(member)
+        if base in EVAL_MAT_FILES.values() and posixpath.dirname(member).endswith("ground_truth"):
+            found.setdefault(base, member)
+    missing = sorted(set(EVAL_MAT_FILES.values()) - set(found))
+    if missing:
+        raise FileNotFoundError(f"{what}: members missing: " + ", ".join(f"{EVAL_GT_DIR_MEMBER}/{m}" for m in missing))
+    return found
+
+
+def check_archive(path: str | os.PathLike, name: str | None = None) -> int:
+    """Check that `path` is the official archive `name` (default: its file name): a readable zip,
+    only safe member names, and the members later stages read. Returns the member count.
+    Raises WiderFormatError or FileNotFoundError naming the file."""
+    path = Path(path)
+    name = name or path.name
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            for member in names:
+                check_member_name(member, str(path))
+            if name == EVAL_TOOLS_ZIP:
+                eval_mat_members(archive, str(path))
+    except zipfile.BadZipFile as err:
+        raise WiderFormatError(f"{path}: not a zip archive ({err})") from None
+    required: tuple[str, ...] = ()
+    if name == SPLIT_ZIP:
+        required = tuple(GT_TXT_MEMBER.values())
+    for member in required:
+        if member not in names:
+            raise FileNotFoundError(f"{path}: member {member!r} missing")
+    for split, zip_name in IMAGES_ZIP.items():
+        prefix = image_member(split, "")
+        if name == zip_name and not any(n.startswith(prefix) and not n.endswith("/") for n in names):
+            raise FileNotFoundError(f"{path}: no images under {prefix!r}")
+    return len(names)
 
 
 class WiderArchive:
@@ -389,11 +475,11 @@ class WiderArchive:
             except zipfile.BadZipFile as err:
                 raise WiderFormatError(f"{path}: not a zip archive ({err})") from None
             for member in cache[name].namelist():
-                _check_member_name(member, str(path))
+                check_member_name(member, str(path))
         return cache[name]
 
     def _read(self, zip_name: str, member: str) -> bytes:
-        _check_member_name(member, zip_name)
+        check_member_name(member, zip_name)
         archive = self._zip(zip_name)
         try:
             return archive.read(member)
@@ -419,7 +505,7 @@ class WiderArchive:
     def read_image(self, split: str, rel_path: str) -> bytes:
         """Encoded bytes of image 'event/name.jpg' of `split`."""
         _check_split(split)
-        _check_member_name(rel_path, IMAGES_ZIP[split])
+        check_member_name(rel_path, IMAGES_ZIP[split])
         return self._read(IMAGES_ZIP[split], image_member(split, rel_path))
 
     def image_paths(self, split: str) -> list[str]:
@@ -432,15 +518,8 @@ class WiderArchive:
     def eval_ground_truth(self) -> list[EvalImage]:
         """The official val ground truth read from eval_tools.zip (eval_tools/ground_truth/*.mat)."""
         archive = self._zip(EVAL_TOOLS_ZIP)
-        found: dict[str, bytes] = {}
-        for member in archive.namelist():
-            base = posixpath.basename(member)
-            if base in EVAL_MAT_FILES.values() and posixpath.dirname(member).endswith("ground_truth"):
-                found[base] = archive.read(member)
-        missing = sorted(set(EVAL_MAT_FILES.values()) - set(found))
-        if missing:
-            raise FileNotFoundError(f"{self.raw_dir / EVAL_TOOLS_ZIP}: members missing: "
-                                    + ", ".join(f"{EVAL_GT_DIR_MEMBER}/{m}" for m in missing))
+        members = eval_mat_members(archive, str(self.raw_dir / EVAL_TOOLS_ZIP))
+        found = {name: archive.read(member) for name, member in members.items()}
         return read_eval_ground_truth(found)
 
 

@@ -1,7 +1,9 @@
 """fetch: params `data` -> data/raw/ (WIDER_train.zip, WIDER_val.zip, wider_face_split.zip, eval_tools.zip).
 
 `data.source: embedded` generates the embedded dataset offline; `widerface` downloads the real
-archives (verified, resumable partial files in data/downloads/).
+archives from the mirrors in `data.widerface` (verified by size and sha256; resumable partial files
+in data/downloads/, outside DVC). Files with no published checksum are pinned on first download in
+data/widerface.lock.json: commit that file.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from facedet.atomic import atomic_path
 from facedet.download import DataParams, DownloadError, fetch_widerface
 from facedet.embedded import write_embedded_dataset
 from facedet.params import ParamsError, load_section
+from facedet.wider import WiderFormatError
 
 RAW_DIR = "data/raw"
 DOWNLOAD_DIR = "data/downloads"
+HASH_LOCK = "data/widerface.lock.json"
 
 
 def fetch() -> None:
@@ -31,7 +35,8 @@ def fetch() -> None:
             counts = write_embedded_dataset(emb, tmp, progress=bar.update)
         print(f"fetch: embedded dataset in {RAW_DIR}/: {counts} ({time.monotonic() - start:.1f} s)")
     else:
-        fetch_widerface(params.widerface, RAW_DIR, DOWNLOAD_DIR)
+        fetch_widerface(params.widerface, RAW_DIR, DOWNLOAD_DIR, HASH_LOCK,
+                        report=lambda line: print(f"fetch: {line}"))
         print(f"fetch: WIDERFace archives verified in {RAW_DIR}/ ({time.monotonic() - start:.1f} s)")
 
 
@@ -41,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)
     try:
         fetch()
-    except (ParamsError, DownloadError) as err:
+    except (ParamsError, DownloadError, WiderFormatError) as err:
         sys.exit(f"fetch: error: {err}")
 
 

@@ -1,5 +1,8 @@
 """shard: data/raw/ + data/interim/ + params `shard` -> data/tfrecords/ (train.record-0000i-of-0000n,
-val.record-..., label_map.pbtxt), TF OD API tf.Examples with the original JPEG bytes."""
+val.record-..., label_map.pbtxt): TF OD API tf.Examples with the original JPEG bytes (re-encoded only
+where `shard.reencode` / `shard.max_image_side` ask, or for CMYK / non-JPEG images, and then marked
+in `image/transform`). Every shard is read back and checked against the filtered table before the
+directory is put in place."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 from facedet.atomic import atomic_path
 from facedet.filtering import load_filtered
 from facedet.params import ParamsError, load_section
-from facedet.wider import WiderArchive
+from facedet.wider import WiderArchive, WiderFormatError
 
 RAW_DIR = "data/raw"
 INTERIM_DIR = "data/interim"
@@ -19,7 +22,13 @@ TFRECORD_DIR = "data/tfrecords"
 
 
 def shard() -> None:
-    from facedet.tfrecords import ExampleEncoder, ShardParams, label_map_text, write_shards  # TF: not for --help
+    from facedet.tfrecords import (  # TF: not for --help
+        ExampleEncoder,
+        ShardParams,
+        check_shards,
+        label_map_text,
+        write_shards,
+    )
 
     params = load_section("shard", ShardParams)
     start = time.monotonic()
@@ -27,9 +36,12 @@ def shard() -> None:
     with atomic_path(TFRECORD_DIR, is_dir=True) as tmp:
         for split, count in (("train", params.train_shards), ("val", params.val_shards)):
             images = load_filtered(INTERIM_DIR, split)
-            write_shards(Path(tmp) / f"{split}.record", images, count, encode=ExampleEncoder(archive, split),
-                         workers=params.workers, assignment=params.assignment)
-            print(f"shard: {split}: {len(images)} examples in {count} shards")
+            paths = write_shards(Path(tmp) / f"{split}.record", images, count,
+                                 encode=ExampleEncoder(archive, split, params), workers=params.workers,
+                                 assignment=params.assignment)
+            checked = check_shards(paths, images)
+            print(f"shard: {split}: {checked['examples']} examples, {checked['faces']} faces in {count} shards "
+                  f"(read back and checked against {INTERIM_DIR}/{split}_faces.csv)")
         (Path(tmp) / "label_map.pbtxt").write_text(label_map_text(), encoding="utf-8")
     print(f"shard: done in {time.monotonic() - start:.1f} s -> {TFRECORD_DIR}/")
 
@@ -37,9 +49,11 @@ def shard() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.shard", description=__doc__)
     parser.parse_args(argv)
+    from facedet.tfrecords import ShardCheckError
+
     try:
         shard()
-    except (ParamsError, FileNotFoundError) as err:
+    except (ParamsError, FileNotFoundError, WiderFormatError, ShardCheckError) as err:
         sys.exit(f"shard: error: {err}")
 
 

@@ -9,16 +9,20 @@ from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+import pytest
+from PIL import Image, ImageFile
 
 from facedet.filtering import FilterParams, filter_split, inspect_image, inspect_images, load_filtered, run_filter
 from facedet.wider import WiderArchive, WiderRecord, format_gt_txt
 
 
-def jpeg(width: int, height: int, mode: str = "RGB") -> bytes:
+def jpeg(width: int, height: int, mode: str = "RGB", fmt: str = "JPEG", noise: bool = False) -> bytes:
     buf = io.BytesIO()
-    from PIL import Image
-
-    Image.new(mode, (width, height), 128 if mode == "L" else None).save(buf, format="JPEG")
+    if noise:
+        pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(buf, format=fmt)
+    else:
+        Image.new(mode, (width, height), 128 if mode == "L" else None).save(buf, format=fmt)
     return buf.getvalue()
 
 
@@ -44,10 +48,14 @@ RECORDS = [
     WiderRecord("0--Parade/cmyk.jpg", np.zeros((0, 10), np.int32)),
     WiderRecord("1--Handshaking/tiny.jpg", np.array([face(1, 1, 10, 10)], np.int32)),
     WiderRecord("1--Handshaking/missing.jpg", np.array([face(1, 1, 10, 10), face(1, 1, 10, 10)], np.int32)),
+    WiderRecord("1--Handshaking/cut.jpg", np.array([face(1, 1, 10, 10)], np.int32)),
+    WiderRecord("1--Handshaking/png.jpg", np.array([face(2, 2, 10, 10)], np.int32)),
 ]
 FILES = {"0--Parade/a.jpg": jpeg(100, 80), "0--Parade/broken.jpg": jpeg(100, 80)[:200],
          "0--Parade/gray.jpg": jpeg(64, 48, "L"), "0--Parade/cmyk.jpg": jpeg(64, 64, "CMYK"),
-         "1--Handshaking/tiny.jpg": jpeg(20, 100)}
+         "1--Handshaking/tiny.jpg": jpeg(20, 100),
+         "1--Handshaking/cut.jpg": jpeg(100, 80, noise=True)[:-500],  # header intact, scan data cut
+         "1--Handshaking/png.jpg": jpeg(40, 40, fmt="PNG")}  # a PNG named .jpg
 STRICT = FilterParams(min_face_px=6, max_blur=1, max_occlusion=1, drop_atypical_pose=True, min_image_px=32)
 
 
@@ -58,6 +66,19 @@ def make_raw(tmp_path):
     with zipfile.ZipFile(tmp_path / "wider_face_split.zip", "w") as zf:
         zf.writestr("wider_face_split/wider_face_val_bbx_gt.txt", format_gt_txt(RECORDS))
     return WiderArchive(tmp_path)
+
+
+def test_the_image_check_needs_no_full_decode_yet_finds_truncated_jpegs(monkeypatch):
+    good, cut = jpeg(100, 80, noise=True), FILES["1--Handshaking/cut.jpg"]
+    junk_after_end = good + b"camera trailer"
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1) or real_load(self))
+    assert inspect_image(good).problem == "" and inspect_image(good + b"\0" * 64).problem == ""
+    assert decoded == []  # header + end-of-image marker (zero padding allowed): no decode
+    info = inspect_image(cut)
+    assert (info.problem, info.width, info.height) == ("truncated", 100, 80) and len(decoded) == 1
+    assert inspect_image(junk_after_end).problem == ""  # no end marker last, but it decodes: kept
 
 
 def test_header_check_reports_real_size_mode_and_broken_files():
@@ -72,20 +93,23 @@ def test_filters_drop_what_they_should_and_count_every_reason(tmp_path):
     archive = make_raw(tmp_path)
     stats, sizes = run_filter(archive, STRICT, tmp_path / "interim", splits=("val",))
     s = stats["val"]
-    assert s["images_in"] == 6 and s["faces_in"] == 15
-    assert s["images_dropped"] == {"missing": 1, "unreadable": 1, "unsupported_mode": 0,
+    assert s["images_in"] == 8 and s["faces_in"] == 17
+    assert s["images_dropped"] == {"missing": 1, "unreadable": 1, "truncated": 1, "unsupported_mode": 0,
                                    "too_small_image": 1, "no_faces_left": 0}
     assert s["faces_dropped"] == {"degenerate": 2, "invalid": 1, "outside_image": 1, "too_small": 1, "blur": 1,
-                                  "occlusion": 1, "atypical_pose": 1, "image_dropped": 4}
-    assert s["faces_kept"] == 3 and s["images_kept"] == 3
+                                  "occlusion": 1, "atypical_pose": 1, "image_dropped": 5}
+    assert s["images_reencoded"] == {"cmyk": 1, "not_jpeg": 1}  # the shard stage stores these as RGB JPEGs
+    assert s["faces_kept"] == 4 and s["images_kept"] == 4
     assert s["faces_in"] == s["faces_kept"] + sum(s["faces_dropped"].values())
+    assert s["images_in"] == s["images_kept"] + sum(s["images_dropped"].values())
     kept = {img.image: img for img in load_filtered(tmp_path / "interim", "val")}
-    assert sorted(kept) == ["0--Parade/a.jpg", "0--Parade/cmyk.jpg", "0--Parade/gray.jpg"]
+    assert sorted(kept) == ["0--Parade/a.jpg", "0--Parade/cmyk.jpg", "0--Parade/gray.jpg", "1--Handshaking/png.jpg"]
+    assert (kept["1--Handshaking/png.jpg"].format, kept["1--Handshaking/png.jpg"].width) == ("PNG", 40)
     a = kept["0--Parade/a.jpg"]
     assert (a.width, a.height) == (100, 80)
     assert a.boxes_xywh.dtype == np.float32 and a.boxes_xywh.tolist() == [[10, 10, 20, 24], [90, 70, 10, 10]]
     assert kept["0--Parade/cmyk.jpg"].boxes_xywh.shape == (0, 4) and kept["0--Parade/cmyk.jpg"].mode == "CMYK"
-    assert int(sizes["val"].sum()) == 3
+    assert int(sizes["val"].sum()) == 4
 
 
 def test_lenient_params_keep_more_and_empty_images_can_be_dropped(tmp_path):
@@ -96,7 +120,7 @@ def test_lenient_params_keep_more_and_empty_images_can_be_dropped(tmp_path):
                       clip_to_image=False, min_face_px=0)
     _, faces, stats = filter_split(records, infos, lenient)
     assert stats["faces_dropped"]["degenerate"] == 2 and stats["faces_dropped"]["outside_image"] == 1
-    assert stats["faces_kept"] == 8  # 7 of a.jpg (invalid, tiny, blurred... kept) + gray.jpg
+    assert stats["faces_kept"] == 9  # 7 of a.jpg (invalid, tiny, blurred... kept) + gray.jpg + png.jpg
     assert [90, 70, 30, 30] in faces[["x1", "y1", "w", "h"]].values.tolist()  # not clipped
     images, _, stats = filter_split(records, infos, replace(STRICT, keep_empty_images=False))
     assert stats["images_dropped"]["no_faces_left"] == 1 and "0--Parade/cmyk.jpg" not in set(images["image"])
@@ -109,3 +133,40 @@ def test_tables_are_deterministic(tmp_path):
     for name in ("val_images.csv", "val_faces.csv"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     assert list(pd.read_csv(tmp_path / "one/val_faces.csv").columns)[:5] == ["image", "x1", "y1", "w", "h"]
+
+
+def _bad_raw(tmp_path, fault):
+    from facedet.embedded import EmbeddedParams, write_embedded_dataset
+
+    raw = tmp_path / "data/raw"
+    write_embedded_dataset(EmbeddedParams(seed=2, train_images=3, val_images=2, min_side=48, max_side=64), raw)
+    if fault == "dotdot member":
+        with zipfile.ZipFile(raw / "WIDER_train.zip", "a") as zf:
+            zf.writestr("WIDER_train/images/../../../evil.jpg", jpeg(8, 8))
+    else:  # the val annotation names an image twice
+        with zipfile.ZipFile(raw / "wider_face_split.zip") as zf:
+            text = zf.read("wider_face_split/wider_face_val_bbx_gt.txt").decode()
+        first = text.split("\n", 1)[0]
+        with zipfile.ZipFile(raw / "wider_face_split.zip", "w") as zf:
+            zf.writestr("wider_face_split/wider_face_train_bbx_gt.txt", format_gt_txt(RECORDS[:1]))
+            zf.writestr("wider_face_split/wider_face_val_bbx_gt.txt", text + f"{first}\n0\n0 0 0 0 0 0 0 0 0 0\n")
+
+
+@pytest.mark.parametrize("fault, expected", [
+    ("dotdot member", "data/raw/WIDER_train.zip: unsafe member name 'WIDER_train/images/../../../evil.jpg'"),
+    ("image named twice", "wider_face_split.zip:wider_face_split/wider_face_val_bbx_gt.txt:"),
+])
+def test_the_filter_stage_fails_in_one_line_and_writes_nothing(tmp_path, monkeypatch, fault, expected):
+    from stages import filter as filter_stage
+
+    _bad_raw(tmp_path, fault)
+    (tmp_path / "params.yaml").write_text("filter: {workers: 1}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        filter_stage.main([])
+    message = str(exit_.value.code)
+    assert message.startswith("filter: error: ") and expected in message and "\n" not in message
+    if fault == "image named twice":
+        assert "named twice" in message
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]  # no interim, no temp dir
+    assert not (tmp_path / "reports").exists()

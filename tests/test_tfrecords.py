@@ -4,15 +4,22 @@ every box matches the table, JPEG bytes are untouched, and shards do not depend 
 from __future__ import annotations
 
 import hashlib
+import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from facedet.embedded import EmbeddedParams, write_embedded_dataset
 from facedet.filtering import FilterParams, load_filtered, run_filter
 from facedet.tfrecords import (
     ExampleEncoder,
+    ShardCheckError,
+    ShardParams,
+    check_shards,
+    image_for_shard,
     label_map_text,
     make_example,
     parse_example,
@@ -80,6 +87,7 @@ def test_shards_parse_back_and_every_box_matches_the_filtered_table(filtered, tm
     root, archive = filtered
     images = load_filtered(root / "interim", "val")
     paths = write_shards(tmp_path / "val.record", images, 2, encode=ExampleEncoder(archive, "val"))
+    assert check_shards(paths, images) == {"examples": len(images), "faces": sum(len(i.boxes_xywh) for i in images)}
     records = {r["image/source_id"].numpy().decode(): r for r in read_all(paths)}
     assert sorted(records) == sorted(img.image for img in images)
     for img in images:
@@ -92,27 +100,109 @@ def test_shards_parse_back_and_every_box_matches_the_filtered_table(filtered, tm
         assert rec["labels"].numpy().tolist() == [1] * len(img.boxes_xywh)
 
 
+def test_the_shard_check_names_the_shard_and_image_that_differ(filtered, tmp_path):
+    root, archive = filtered
+    images = load_filtered(root / "interim", "val")
+    paths = write_shards(tmp_path / "val.record", images, 2, encode=ExampleEncoder(archive, "val"))
+    moved = [replace(img, boxes_xywh=img.boxes_xywh + 1) if k == 3 else img for k, img in enumerate(images)]
+    with pytest.raises(ShardCheckError, match=rf"val.record-00001-of-00002#1: {images[3].image}: boxes differ"):
+        check_shards(paths, moved)
+    with pytest.raises(ShardCheckError, match="1 images of the table are in no shard"):
+        check_shards(paths, [*images, replace(images[0], image="9--Extra/x.jpg")])
+    with pytest.raises(ShardCheckError, match="not in the filtered table"):
+        check_shards(paths, images[1:])
+
+
 def test_shard_bytes_do_not_depend_on_the_worker_count(filtered, tmp_path):
     root, archive = filtered
     images = load_filtered(root / "interim", "val")
     one = write_shards(tmp_path / "one/val.record", images, 3, encode=ExampleEncoder(archive, "val"), workers=1)
-    two = write_shards(tmp_path / "two/val.record", images, 3, encode=ExampleEncoder(archive, "val"), workers=2,
-                       chunksize=2)
-    assert [p.read_bytes() for p in one] == [p.read_bytes() for p in two]
+    for workers in (2, 3):
+        many = write_shards(tmp_path / f"{workers}/val.record", images, 3, encode=ExampleEncoder(archive, "val"),
+                            workers=workers)
+        assert [p.read_bytes() for p in one] == [p.read_bytes() for p in many]
+    contiguous = [write_shards(tmp_path / f"c{w}/val.record", images, 4, encode=ExampleEncoder(archive, "val"),
+                               workers=w, assignment="contiguous") for w in (1, 2)]
+    assert [p.read_bytes() for p in contiguous[0]] == [p.read_bytes() for p in contiguous[1]]
+    check_shards(contiguous[1], images)
 
 
-def test_non_rgb_images_are_reencoded_once(filtered):
-    import io
+def test_original_bytes_pass_through_unless_reencoding_is_needed_or_asked():
+    def encoded(mode, fmt="JPEG", size=(80, 60)):
+        buf = io.BytesIO()
+        Image.new(mode, size, 100).save(buf, format=fmt)
+        return buf.getvalue()
 
-    from PIL import Image
+    rgb, gray, cmyk, png = encoded("RGB"), encoded("L"), encoded("CMYK"), encoded("RGB", "PNG")
+    assert image_for_shard(rgb, 80, 60, "RGB", "JPEG") == (rgb, 80, 60, "")
+    assert image_for_shard(gray, 80, 60, "L", "JPEG").data is gray
+    for data, mode, fmt, transform in ((cmyk, "CMYK", "JPEG", "reencode convert CMYK->RGB quality=95"),
+                                       (png, "RGB", "PNG", "reencode quality=95"),
+                                       (rgb, "RGB", "JPEG", "reencode quality=80")):
+        stored = image_for_shard(data, 80, 60, mode, fmt, reencode=fmt == "JPEG" and mode == "RGB", quality=80
+                                 if mode == "RGB" and fmt == "JPEG" else 95)
+        assert stored.transform == transform
+        with Image.open(io.BytesIO(stored.data)) as img:
+            assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (80, 60))
+    small = image_for_shard(rgb, 80, 60, "RGB", "JPEG", max_side=40)
+    assert (small.width, small.height, small.transform) == (40, 30, "reencode downscale max_side=40 quality=95")
+    assert image_for_shard(rgb, 80, 60, "RGB", "JPEG", max_side=80).data is rgb  # not larger than max_side
 
-    from facedet.tfrecords import jpeg_for_shard
 
-    buf = io.BytesIO()
-    Image.new("CMYK", (8, 8)).save(buf, format="JPEG")
-    out = jpeg_for_shard(buf.getvalue(), "CMYK", "JPEG")
-    assert Image.open(io.BytesIO(out)).mode == "RGB"
-    assert jpeg_for_shard(b"same", "L", "JPEG") == b"same"
+def test_downscaled_examples_say_so_and_keep_their_boxes(filtered, tmp_path):
+    root, archive = filtered
+    images = load_filtered(root / "interim", "val")
+    params = ShardParams(max_image_side=64, jpeg_quality=90)
+    paths = write_shards(tmp_path / "val.record", images, 1, encode=ExampleEncoder(archive, "val", params))
+    check_shards(paths, images)  # boxes still match the table (normalised), original size recorded
+    for record in tf.data.TFRecordDataset([str(p) for p in paths]).as_numpy_iterator():
+        feats = tf.train.Example.FromString(record).features.feature
+        img = next(i for i in images if i.image.encode() == feats["image/source_id"].bytes_list.value[0])
+        width, height = feats["image/width"].int64_list.value[0], feats["image/height"].int64_list.value[0]
+        if max(img.width, img.height) > 64:
+            assert max(width, height) == 64
+            assert feats["image/transform"].bytes_list.value[0] == b"reencode downscale max_side=64 quality=90"
+            assert feats["image/original/width"].int64_list.value[0] == img.width
+            original = archive.read_image("val", img.image)
+            assert feats["image/original/sha256"].bytes_list.value[0] == hashlib.sha256(original).hexdigest().encode()
+        else:
+            assert "image/transform" not in feats and (width, height) == (img.width, img.height)
+
+
+def _stage_repo(tmp_path, monkeypatch):
+    """A working directory as the shard stage sees it: params.yaml, data/raw, data/interim."""
+    write_embedded_dataset(EmbeddedParams(seed=4, train_images=6, val_images=4, min_side=48, max_side=80,
+                                          max_faces=3), tmp_path / "data/raw")
+    run_filter(WiderArchive(tmp_path / "data/raw"), FilterParams(), tmp_path / "data/interim")
+    (tmp_path / "params.yaml").write_text("shard: {train_shards: 2, val_shards: 1, workers: 2}\n")
+    monkeypatch.chdir(tmp_path)
+
+
+def test_the_shard_stage_writes_checked_shards(tmp_path, monkeypatch, capsys):
+    from stages import shard
+
+    _stage_repo(tmp_path, monkeypatch)
+    shard.main([])
+    assert sorted(p.name for p in (tmp_path / "data/tfrecords").iterdir()) == [
+        "label_map.pbtxt", "train.record-00000-of-00002", "train.record-00001-of-00002", "val.record-00000-of-00001"]
+    assert "read back and checked" in capsys.readouterr().out
+
+
+def test_the_shard_stage_fails_in_one_line_and_writes_nothing_when_an_image_is_gone(tmp_path, monkeypatch):
+    from stages import shard
+
+    _stage_repo(tmp_path, monkeypatch)
+    table = tmp_path / "data/interim/val_images.csv"
+    lines = table.read_text().splitlines()
+    lines[1] = "9--Gone/9_Gone_Gone_1_1.jpg" + lines[1][lines[1].index(","):]
+    table.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit) as exit_:
+        shard.main([])
+    message = str(exit_.value.code)
+    assert message.startswith("shard: error: ") and "\n" not in message
+    assert "WIDER_val.zip" in message and "9--Gone/9_Gone_Gone_1_1.jpg" in message
+    assert not (tmp_path / "data/tfrecords").exists() and [p.name for p in (tmp_path / "data").iterdir()
+                                                           if p.name.startswith(".")] == []
 
 
 def test_shard_bytes_are_identical_across_runs(tmp_path):

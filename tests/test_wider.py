@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 import scipy.io
+from synthetic_wider import TRAIN_FACES, TRAIN_IMAGES, ZERO_FACE_IMAGES, full_size_gt_txt
 
 from facedet.wider import (
     EvalImage,
@@ -69,12 +70,32 @@ def test_writer_round_trips_and_writes_the_dummy_line():
     ("a/x.jpg\n3\n1 2 3 4 0 0 0 0 0 0\n", "gt.txt:1", "truncated"),
     ("a/x.jpg\n", "gt.txt:1", "truncated"),
     ("a/x.jpg\n0\n0 0 0 0 0 0 0 0 0 0\na/x.jpg\n0\n", "gt.txt:4", "named twice"),
+    ("a/x.jpg\n0\n1 2 3 4 0 0 0 0 0 0\nb/y.jpg\n0\n", "gt.txt:3", "face count 0 but a face line follows"),
 ])
 def test_a_broken_file_gives_one_error_naming_file_and_line(text, where, what):
     with pytest.raises(WiderFormatError) as err:
         parse_gt_txt(text, "gt.txt")
     message = str(err.value)
     assert message.startswith(where + ":") and what in message and "\n" not in message
+
+
+def test_a_count_that_is_too_small_is_reported_at_the_first_extra_face_line():
+    text = "a/x.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n5 6 7 8 0 0 0 0 0 0\nb/y.jpg\n0\n0 0 0 0 0 0 0 0 0 0\n"
+    with pytest.raises(WiderFormatError) as err:
+        parse_gt_txt(text, "gt.txt")
+    assert str(err.value).startswith("gt.txt:4:") and "count of a/x.jpg is too small" in str(err.value)
+
+
+def test_the_full_size_train_annotation_parses_with_exact_counts():
+    """12,880 images / 159,424 faces like wider_face_train_bbx_gt.txt (bench/data_speed.py times it)."""
+    text, counts = full_size_gt_txt(seed=1, crlf=True)
+    records = parse_gt_txt(text, "wider_face_train_bbx_gt.txt")
+    assert len(records) == TRAIN_IMAGES == 12_880
+    assert [len(r.faces) for r in records] == counts.tolist()
+    assert sum(len(r.faces) for r in records) == TRAIN_FACES == 159_424
+    assert sum(len(r.faces) == 0 for r in records) == ZERO_FACE_IMAGES
+    last = text.rstrip().rsplit("\r\n", 1)[1].split()
+    assert records[-1].faces[-1].tolist() == [int(v) for v in last]
 
 
 def _eval_set():

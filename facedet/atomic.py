@@ -32,9 +32,8 @@ def atomic_path(final: str | os.PathLike, is_dir: bool = False) -> Iterator[Path
             shutil.rmtree(final)
         elif final.exists() or final.is_symlink():
             final.unlink()
+        os.chmod(tmp, 0o755 if is_dir else 0o644)
         os.replace(tmp, final)
-        if not is_dir:
-            os.chmod(final, 0o644)
     except BaseException:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,39 @@
+"""Evaluate stage: score the trained Keras (float) detector on the val split.
+
+Reads  models/detector/, data/raw/WIDER_val.zip + eval_tools.zip (official ground truth),
+       data/interim/ (filtered val faces, for COCO AP); params `evaluate`.
+Writes reports/evaluate/: metrics.json, predictions/ (official submission layout), pr/*.csv,
+       pr_curves.png, recall_by_size.{csv,png}, detections.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from facedet.evaluation import EvaluateParams, evaluate_detector
+from facedet.filtering import load_filtered
+from facedet.params import exit_on_bad_params, load_section
+from facedet.wider import WiderArchive
+
+
+def evaluate(params: EvaluateParams) -> dict[str, float]:
+    from facedet.inference import KerasDetector
+
+    detector = KerasDetector("models/detector")
+    return evaluate_detector(
+        lambda images: detector.detect_many(images, score_threshold=params.score_threshold,
+                                            nms_iou=params.nms_iou, max_detections=params.max_detections),
+        WiderArchive("data/raw"), load_filtered("data/interim", "val"), "reports/evaluate",
+        images_to_draw=params.images_to_draw, desc="evaluate (keras)")
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    with exit_on_bad_params("evaluate"):
+        params = load_section("evaluate", EvaluateParams)
+    print(json.dumps(evaluate(params), indent=2))
+
+
+if __name__ == "__main__":
+    main()

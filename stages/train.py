@@ -1,0 +1,60 @@
+"""Stage `train`: TFRecord shards -> trained SSD face detector.
+
+Reads params `model` (preset: configs/<preset>.yaml) and `train`, data/tfrecords/train.record-*
+(and val.record-* for the validation loss). Writes models/detector/{model.keras, detector.json},
+DVCLive curves in dvclive/train/, and resumable checkpoints in models/checkpoints/ (local resume
+state: git-ignored, not a DVC output).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from facedet.anchors import load_preset
+from facedet.params import exit_on_bad_params, load_section
+
+TFRECORDS = Path("data/tfrecords")
+MODEL_DIR = Path("models/detector")
+CHECKPOINT_DIR = Path("models/checkpoints")
+LIVE_DIR = Path("dvclive/train")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """params.yaml `model`."""
+
+    preset: str = "ssd_mobilenet_v2_256"
+
+
+def train() -> None:
+    from facedet import training
+    from facedet.input import list_shards
+
+    with exit_on_bad_params("train"):
+        model = load_section("model", ModelParams)
+        params = load_section("train", training.TrainParams)
+        config = load_preset(model.preset)
+    train_files = list_shards(TFRECORDS, "train")
+    if not train_files:
+        raise SystemExit(f"train: error: no {TFRECORDS}/train.record-* shards (run the shard stage first)")
+    metrics = training.train(params, config, train_files, MODEL_DIR, CHECKPOINT_DIR, LIVE_DIR,
+                             val_files=list_shards(TFRECORDS, "val"))
+    print(f"wrote {MODEL_DIR}: loss {metrics.get('loss/total', float('nan')):.3f}, "
+          f"val loss {metrics.get('val/loss/total', float('nan')):.3f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(prog="python -m stages.train", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    from facedet.model import BackboneWeightsError
+
+    try:
+        train()
+    except BackboneWeightsError as err:
+        raise SystemExit(f"train: error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()

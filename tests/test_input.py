@@ -1,0 +1,120 @@
+"""The input pipeline, as training uses it: TFRecord shards in, batches of resized images and SSD
+targets out; augmentation moves boxes with the pixels; a seed makes the stream reproducible."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageDraw
+
+from facedet.anchors import DetectorConfig, anchor_boxes
+from facedet.input import AugmentConfig, NO_AUGMENT, augment_and_resize, list_shards, make_dataset
+
+TINY = DetectorConfig(input_size=64, alpha=0.35, feature_strides=(8, 16, 32, 64), min_scale=0.1, max_scale=0.7,
+                      aspect_ratios=(1.0,), interpolated_scale=True, head_channels=16)
+
+
+def face_scene(rng: np.random.Generator, height: int, width: int, faces: int):
+    """A noisy image with `faces` bright ellipses with two dark eyes; boxes (N, 4) normalised
+    `[ymin, xmin, ymax, xmax]`."""
+    image = Image.fromarray(rng.integers(0, 90, (height, width, 3), dtype=np.uint8))
+    draw = ImageDraw.Draw(image)
+    boxes = []
+    for _ in range(faces):
+        side = int(rng.integers(min(height, width) // 5, min(height, width) // 2))
+        y, x = int(rng.integers(0, height - side)), int(rng.integers(0, width - side))
+        draw.ellipse([x, y, x + side, y + side], fill=(230, 180, 150))
+        eye = max(side // 8, 1)
+        for ex in (x + side // 3, x + 2 * side // 3):
+            draw.ellipse([ex - eye, y + side // 3 - eye, ex + eye, y + side // 3 + eye], fill=(20, 20, 20))
+        boxes.append([y / height, x / width, (y + side) / height, (x + side) / width])
+    return np.asarray(image), np.asarray(boxes, np.float32).reshape(-1, 4)
+
+
+def write_face_records(directory: Path, split: str = "train", images: int = 12, shards: int = 2, seed: int = 0):
+    """Write `<split>.record-0000i-of-0000n` shards of synthetic face scenes with the TF OD API keys."""
+    rng = np.random.default_rng(seed)
+    writers = [tf.io.TFRecordWriter(str(directory / f"{split}.record-{i:05d}-of-{shards:05d}")) for i in range(shards)]
+    for index in range(images):
+        height, width = int(rng.integers(80, 160)), int(rng.integers(80, 160))
+        pixels, boxes = face_scene(rng, height, width, faces=int(rng.integers(0, 4)))
+        jpeg = io.BytesIO()
+        Image.fromarray(pixels).save(jpeg, format="JPEG", quality=95)
+        floats = lambda v: tf.train.Feature(float_list=tf.train.FloatList(value=list(v)))  # noqa: E731
+        ints = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=list(v)))  # noqa: E731
+        raw = lambda v: tf.train.Feature(bytes_list=tf.train.BytesList(value=list(v)))  # noqa: E731
+        feature = {
+            "image/encoded": raw([jpeg.getvalue()]), "image/format": raw([b"jpeg"]),
+            "image/filename": raw([f"{index}.jpg".encode()]), "image/source_id": raw([str(index).encode()]),
+            "image/height": ints([height]), "image/width": ints([width]),
+            "image/object/bbox/ymin": floats(boxes[:, 0]), "image/object/bbox/xmin": floats(boxes[:, 1]),
+            "image/object/bbox/ymax": floats(boxes[:, 2]), "image/object/bbox/xmax": floats(boxes[:, 3]),
+            "image/object/class/label": ints([1] * len(boxes)), "image/object/class/text": raw([b"face"] * len(boxes)),
+        }
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
+        writers[index % shards].write(example.SerializeToString())
+    for writer in writers:
+        writer.close()
+    return list_shards(directory, split)
+
+
+def test_training_batches_have_the_model_input_shape_and_targets_per_anchor(tmp_path):
+    files = write_face_records(tmp_path)
+    assert len(files) == 2 and files[0].endswith("train.record-00000-of-00002")
+    anchors = anchor_boxes(TINY)
+    images, targets = next(iter(make_dataset(files, anchors, 64, batch_size=4, training=True, seed=1)))
+    assert images.shape == (4, 64, 64, 3) and images.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 255.0
+    assert targets["box_targets"].shape == (4, len(anchors), 4)
+    assert targets["labels"].shape == (4, len(anchors))
+    assert set(np.unique(targets["labels"].numpy())) <= {-1, 0, 1}
+
+
+def test_the_same_seed_gives_the_same_augmented_stream(tmp_path):
+    files = write_face_records(tmp_path)
+    anchors = anchor_boxes(TINY)
+    first, second = (next(iter(make_dataset(files, anchors, 64, 4, training=True, seed=3))) for _ in range(2))
+    np.testing.assert_array_equal(first[0].numpy(), second[0].numpy())
+    np.testing.assert_array_equal(first[1]["labels"].numpy(), second[1]["labels"].numpy())
+
+
+def test_evaluation_pass_reads_every_image_once(tmp_path):
+    files = write_face_records(tmp_path, images=10)
+    batches = list(make_dataset(files, anchor_boxes(TINY), 64, 4, training=False))
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
+
+
+def test_flip_mirrors_boxes_with_the_pixels():
+    image = np.zeros((40, 80, 3), np.uint8)
+    image[10:20, 5:25] = 255  # a white block at x 5..25 of 80
+    boxes = np.array([[10 / 40, 5 / 80, 20 / 40, 25 / 80]], np.float32)
+    flip_only = AugmentConfig(flip=1.0, crop=0.0, zoom_out=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
+    out, out_boxes = augment_and_resize(image, boxes, tf.constant([1, 2]), 80, flip_only)
+    np.testing.assert_allclose(out_boxes.numpy(), [[0.25, 55 / 80, 0.5, 75 / 80]], atol=1e-6)
+    assert out.numpy()[30, 65].min() > 200 and out.numpy()[30, 15].max() < 50
+
+
+def test_crop_and_zoom_out_keep_boxes_on_the_face():
+    """Whatever the random crop / zoom-out does, the box still frames the bright block."""
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[30:70, 40:80] = 255
+    boxes = np.array([[0.3, 0.4, 0.7, 0.8]], np.float32)
+    cfg = AugmentConfig(flip=0.5, crop=1.0, crop_min_covered=0.9, zoom_out=1.0, zoom_out_max=2.0,
+                        brightness=0.0, contrast=0.0, saturation=0.0)
+    for seed in range(8):
+        out, out_boxes = augment_and_resize(image, boxes, tf.constant([seed, 7]), 96, cfg)
+        out, (ymin, xmin, ymax, xmax) = out.numpy(), out_boxes.numpy()[0] * 96
+        inside = out[int(ymin) + 2:int(ymax) - 2, int(xmin) + 2:int(xmax) - 2]
+        assert inside.size and inside.min() > 200, seed
+        assert out[int(ymax) + 2:].max(initial=0) < 200 or ymax > 92
+
+
+def test_no_augment_is_a_plain_resize():
+    image = np.full((50, 70, 3), 90, np.uint8)
+    boxes = np.array([[0.1, 0.2, 0.5, 0.6]], np.float32)
+    out, out_boxes = augment_and_resize(image, boxes, tf.constant([0, 0]), 64, NO_AUGMENT)
+    np.testing.assert_allclose(out.numpy(), 90.0, atol=1e-3)
+    np.testing.assert_allclose(out_boxes.numpy(), boxes)

@@ -3,15 +3,20 @@
 Each stage declares its section as a (frozen) dataclass; `load_section` checks types,
 choices (`Literal`), numeric ranges (field metadata `min`/`max`) and unknown keys (with a
 "did you mean" hint), and raises `ParamsError` with one line naming the key, before any work.
+A stage wraps its loading in `exit_on_bad_params(stage)`, which turns that error into the
+process's exit: one line on stderr, status 1, no traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -26,13 +31,22 @@ class ParamsError(ValueError):
     """A params.yaml value is missing, mistyped or out of range; the message names the key."""
 
 
+class _Yaml12FloatLoader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `1e-5` (no dot) is a string; DVC reads and writes YAML 1.2, where
+    it is a float: `dvc exp run -S train.weight_decay=1e-5` writes `1e-05`. Read floats as DVC does."""
+
+
+_Yaml12FloatLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def read_params_file(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     """Parse params.yaml, with a clear error for a missing file or bad YAML."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12FloatLoader) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -40,6 +54,20 @@ def read_params_file(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections")
     return data
+
+
+@contextlib.contextmanager
+def exit_on_bad_params(stage: str) -> Iterator[None]:
+    """Around a stage's params loading: a `ParamsError` ends the process with the one line
+    '<stage>: error: <message>' on stderr and exit status 1, no traceback, before any work.
+
+        with exit_on_bad_params("filter"):
+            params = load_section("filter", FilterParams)
+    """
+    try:
+        yield
+    except ParamsError as err:
+        raise SystemExit(f"{stage}: error: {err}") from None
 
 
 def field_range(minimum: float | None = None, maximum: float | None = None, **kwargs: Any) -> Any:

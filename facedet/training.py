@@ -9,6 +9,7 @@ continues DVCLive's step count, and ends by writing `model.keras` + `detector.js
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -98,12 +99,19 @@ def make_optimizer(params: TrainParams) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(params.learning_rate)
 
 
-def _recipe(config: DetectorConfig, params: TrainParams) -> dict:
-    """What checkpoints depend on: a change here makes old checkpoints unusable or misleading."""
+def _recipe(config: DetectorConfig, params: TrainParams, train_files: list[str]) -> dict:
+    """What checkpoints depend on: the detector, every param that shapes the weights (steps too: the
+    schedule depends on it) and the bytes of the training shards. Checkpoints are resumed only for
+    the same recipe, so a resumed run is the run DVC asked for, never a stale one continued."""
     recipe = dataclasses.asdict(params)
-    for key in ("steps", "checkpoint_every", "strategy", "log_every"):
+    for key in ("checkpoint_every", "strategy", "log_every"):
         recipe.pop(key)
-    return {"detector": dataclasses.asdict(config), "train": recipe}
+    digest = hashlib.sha256()
+    for path in sorted(train_files):
+        with open(path, "rb") as shard:
+            while block := shard.read(1 << 22):
+                digest.update(block)
+    return {"detector": dataclasses.asdict(config), "train": recipe, "train_shards_sha256": digest.hexdigest()}
 
 
 def _decayed(model: keras.Model) -> list:
@@ -127,7 +135,7 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
         optimizer.build(model.trainable_variables)
         step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var)
-    start = _restore(checkpoint, checkpoint_dir, _recipe(config, params))
+    start = _restore(checkpoint, checkpoint_dir, _recipe(config, params, train_files))
     # Non-chief workers must save too (collective ops), but somewhere nobody reads.
     save_dir = str(checkpoint_dir) if is_chief() else tempfile.mkdtemp(prefix="facedet-worker-ckpt-")
     manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=2)

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facedet.atomic import atomic_path
-from facedet.params import ParamsError, field_range, load_section
+from facedet.params import exit_on_bad_params, field_range, load_section
 
 LABELS = ["face"]  # 0-based class ids of the TFLite outputs
 
@@ -82,10 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with exit_on_bad_params("export"):
         params = load_section("export", ExportParams, args.params)
-    except ParamsError as err:
-        raise SystemExit(f"export: {err}") from None
     export(params, args.model_dir, args.tfrecords, args.out)
 
 

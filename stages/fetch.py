@@ -17,7 +17,7 @@ from tqdm import tqdm
 from facedet.atomic import atomic_path
 from facedet.download import DataParams, DownloadError, fetch_widerface
 from facedet.embedded import write_embedded_dataset
-from facedet.params import ParamsError, load_section
+from facedet.params import ParamsError, exit_on_bad_params, load_section
 from facedet.wider import WiderFormatError
 
 RAW_DIR = "data/raw"
@@ -25,8 +25,7 @@ DOWNLOAD_DIR = "data/downloads"
 HASH_LOCK = "data/widerface.lock.json"
 
 
-def fetch() -> None:
-    params = load_section("data", DataParams)
+def fetch(params: DataParams) -> None:
     start = time.monotonic()
     if params.source == "embedded":
         emb = params.embedded
@@ -44,8 +43,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.fetch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
+    with exit_on_bad_params("fetch"):
+        params = load_section("data", DataParams)
     try:
-        fetch()
+        fetch(params)
     except (ParamsError, DownloadError, WiderFormatError) as err:
         sys.exit(f"fetch: error: {err}")
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from facedet.atomic import atomic_path, write_text_atomic
 from facedet.filtering import FilterParams, run_filter
-from facedet.params import ParamsError, load_section
+from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderArchive, WiderFormatError
 
 RAW_DIR = "data/raw"
@@ -21,8 +21,7 @@ METRICS = "reports/filter.json"
 FACE_SIZES = "reports/filter/face_sizes.csv"
 
 
-def filter_data() -> None:
-    params = load_section("filter", FilterParams)
+def filter_data(params: FilterParams) -> None:
     start = time.monotonic()
     archive = WiderArchive(RAW_DIR)
     with tqdm(desc="filter: images checked", unit="img") as bar, atomic_path(INTERIM_DIR, is_dir=True) as tmp:
@@ -38,9 +37,11 @@ def filter_data() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.filter", description=__doc__)
     parser.parse_args(argv)
+    with exit_on_bad_params("filter"):
+        params = load_section("filter", FilterParams)
     try:
-        filter_data()
-    except (ParamsError, WiderFormatError, FileNotFoundError) as err:
+        filter_data(params)
+    except (WiderFormatError, FileNotFoundError) as err:
         sys.exit(f"filter: error: {err}")
 
 

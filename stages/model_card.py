@@ -5,16 +5,21 @@ Reads  models/export/face_detector_{int8,float}.tflite (size, hash, input, outpu
        reports/evaluate/metrics.json (Keras float), reports/evaluate_tflite/metrics.json (shipped
        .tflite), params.yaml (every section), dvc.lock (the md5 of data/raw and data/tfrecords as
        recorded) and `git rev-parse HEAD` (+ a dirty flag).
-Writes models/model_card.md and models/model_card.json, atomically.
+Writes models/model_card.md and models/model_card.json, and reports/model.json (each .tflite's size
+and latency, the metrics `dvc exp show` / `dvc metrics diff` list), atomically.
 Runs last, after evaluate_tflite, so the card holds every metric and no stage writes another's outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from facedet.atomic import write_text_atomic
 from facedet.model_card import build_model_card, load_inputs, read_json_if_present, write_model_card
+
+MODEL_METRICS = Path("reports/model.json")
 
 
 def model_card(export_dir: Path, model_dir: Path, out_dir: Path, latency_runs: int) -> dict:
@@ -27,6 +32,9 @@ def model_card(export_dir: Path, model_dir: Path, out_dir: Path, latency_runs: i
                             keras_metrics=read_json_if_present("reports/evaluate/metrics.json"),
                             tflite_metrics=read_json_if_present("reports/evaluate_tflite/metrics.json"))
     write_model_card(card, out_dir / "model_card.md", out_dir / "model_card.json")
+    sizes = {variant: {"size_kb": facts["size_kb"], "latency_ms_1_thread": facts["latency_ms_1_thread"]}
+             for variant, facts in card["files"].items()}
+    write_text_atomic(MODEL_METRICS, json.dumps(sizes, indent=2) + "\n")
     return card
 
 

@@ -10,27 +10,24 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facedet.atomic import atomic_path
 from facedet.filtering import load_filtered
-from facedet.params import ParamsError, load_section
+from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderArchive, WiderFormatError
 
 RAW_DIR = "data/raw"
 INTERIM_DIR = "data/interim"
 TFRECORD_DIR = "data/tfrecords"
 
+if TYPE_CHECKING:
+    from facedet.tfrecords import ShardParams
 
-def shard() -> None:
-    from facedet.tfrecords import (  # TF: not for --help
-        ExampleEncoder,
-        ShardParams,
-        check_shards,
-        label_map_text,
-        write_shards,
-    )
 
-    params = load_section("shard", ShardParams)
+def shard(params: ShardParams) -> None:
+    from facedet.tfrecords import ExampleEncoder, check_shards, label_map_text, write_shards
+
     start = time.monotonic()
     archive = WiderArchive(RAW_DIR)
     with atomic_path(TFRECORD_DIR, is_dir=True) as tmp:
@@ -49,11 +46,13 @@ def shard() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.shard", description=__doc__)
     parser.parse_args(argv)
-    from facedet.tfrecords import ShardCheckError
+    from facedet.tfrecords import ShardCheckError, ShardParams  # TF: not for --help
 
+    with exit_on_bad_params("shard"):
+        params = load_section("shard", ShardParams)
     try:
-        shard()
-    except (ParamsError, FileNotFoundError, WiderFormatError, ShardCheckError) as err:
+        shard(params)
+    except (FileNotFoundError, WiderFormatError, ShardCheckError) as err:
         sys.exit(f"shard: error: {err}")
 
 

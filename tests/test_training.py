@@ -48,18 +48,19 @@ def test_a_few_steps_lower_the_loss_and_write_the_detector(trained):
     assert detections[:, 2].max() <= 120 + 1e-3 and detections[:, 3].max() <= 90 + 1e-3
 
 
-def test_a_restart_resumes_from_the_last_checkpoint_and_continues_the_curves(trained):
+def test_a_restart_resumes_from_the_last_checkpoint_and_continues_the_curves(trained, capsys):
     files, out, _ = trained
-    longer = TrainParams(**{**PARAMS.__dict__, "steps": PARAMS.steps + 4})
-    train(longer, TINY, files, out["model"], out["ckpt"], out["live"], progress=False)
-    steps = [s for s, _ in curve(out["live"])]
-    assert steps == list(range(longer.steps))  # no gap, no restart from 0
-    assert (out["ckpt"] / f"ckpt-{longer.steps}.index").is_file()
-    assert json.loads((out["live"] / "metrics.json").read_text())["step"] == longer.steps - 1
-    # a finished run restarted (say, after its model output was deleted) only writes the model again
+    # as if the run had been killed right after its checkpoint at step 16
+    for leftover in out["ckpt"].glob(f"ckpt-{PARAMS.steps}.*"):
+        leftover.unlink()
+    (out["ckpt"] / "checkpoint").write_text('model_checkpoint_path: "ckpt-16"\n')
     (out["model"] / "model.keras").unlink()
-    train(longer, TINY, files, out["model"], out["ckpt"], out["live"], progress=False)
-    assert (out["model"] / "model.keras").is_file() and len(curve(out["live"])) == longer.steps
+    train(PARAMS, TINY, files, out["model"], out["ckpt"], out["live"], progress=False)
+    assert "(step 16)" in capsys.readouterr().out
+    assert (out["ckpt"] / f"ckpt-{PARAMS.steps}.index").is_file()
+    assert (out["model"] / "model.keras").is_file()
+    assert json.loads((out["live"] / "metrics.json").read_text())["step"] == PARAMS.steps - 1
+    assert [s for s, _ in curve(out["live"])][-1] == PARAMS.steps - 1
 
 
 def test_a_changed_recipe_starts_over(trained):

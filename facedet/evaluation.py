@@ -42,7 +42,7 @@ class EvaluateParams:
     score_threshold: float = field_range(0.0, 0.99, default=0.02)
     nms_iou: float = field_range(0.01, 1.0, default=0.4)
     max_detections: int = field_range(1, 10000, default=750)
-    images_to_draw: int = field_range(0, 64, default=6)
+    images_to_draw: int = field_range(1, 64, default=6)  # detections.png is a declared plot
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -67,9 +67,16 @@ def evaluate_detector(detect_many: DetectMany, archive: WiderArchive, coco_image
     """
     out_dir = Path(out_dir)
     ground_truth = archive.eval_ground_truth()
+    drawn: list[np.ndarray] = []  # the first images, kept from the one decoding pass for the grid
+
+    def images() -> Iterator[np.ndarray]:
+        for image in val_images(archive, ground_truth):
+            if len(drawn) < images_to_draw:
+                drawn.append(image)
+            yield image
+
     started = time.perf_counter()
-    detections = list(tqdm(detect_many(val_images(archive, ground_truth)), total=len(ground_truth),
-                           desc=desc, unit="img"))
+    detections = list(tqdm(detect_many(images()), total=len(ground_truth), desc=desc, unit="img"))
     seconds_per_image = (time.perf_counter() - started) / max(len(ground_truth), 1)
     written = write_predictions(out_dir / "predictions", {g.key: d for g, d in zip(ground_truth, detections)})
 
@@ -87,9 +94,8 @@ def evaluate_detector(detect_many: DetectMany, archive: WiderArchive, coco_image
     bins = recall_by_face_size(matches, score_threshold=RECALL_SCORE_THRESHOLD, subset="hard")
     plots.write_recall_by_size_csv(out_dir / "recall_by_size.csv", bins)
     plots.plot_recall_by_size(out_dir / "recall_by_size.png", bins)
-    if images_to_draw:
-        shown = ground_truth[:images_to_draw]
+    if drawn:
         samples = [(image, item.boxes_xywh[np.any(item.boxes_xywh != 0, axis=1)], written[item.key])
-                   for item, image in zip(shown, val_images(archive, shown))]
+                   for item, image in zip(ground_truth, drawn)]
         plots.draw_detection_grid(out_dir / "detections.png", samples)
     return metrics

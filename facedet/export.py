@@ -37,12 +37,12 @@ from typing import Literal
 import numpy as np
 
 from facedet.atomic import atomic_path
+from facedet.boxes import SCALE_FACTORS
 from facedet.tflite_runner import (OUTPUT_NAMES, POSTPROCESS_OP, load_interpreter, quiet_interpreter_deprecation,
                                    resize_bilinear)
 
 log = logging.getLogger(__name__)
 
-BOX_CODER_SCALES = (10.0, 10.0, 5.0, 5.0)  # y, x, h, w: must match the training box coder
 SERVING_ENDPOINT = "serving_default"
 INPUT_NAME = "image"
 Quantize = Literal["int8", "float"]
@@ -68,7 +68,7 @@ class PostProcessConfig:
 
     def implements_signature(self) -> str:
         """The `experimental_implements` text (a NameAttrList proto) the converter turns into the op."""
-        y, x, h, w = BOX_CODER_SCALES
+        y, x, h, w = SCALE_FACTORS  # the training box coder's
         attrs = [
             ("max_detections", "i", self.max_detections),
             ("max_classes_per_detection", "i", 1),
@@ -303,8 +303,10 @@ def export_tflite(
 
 def representative_images(tfrecord_paths: Iterable[str | os.PathLike], count: int,
                           input_size: int | tuple[int, int]) -> Iterator[np.ndarray]:
-    """The first `count` images of the TFRecords (shards in sorted name order), decoded and
-    resized to the model input with the runner's plain bilinear resize: uint8 (H, W, 3) each.
+    """`count` images spread evenly over the TFRecords (every k-th record, shards in sorted name
+    order), decoded and resized to the model input with the runner's plain bilinear resize:
+    uint8 (H, W, 3) each. Spread, because the first records of sorted WIDER shards all come from
+    the first events (0--Parade), which would calibrate narrow activation ranges.
 
     Deterministic: no shuffling, so the same shards always calibrate the same way.
     """
@@ -318,7 +320,9 @@ def representative_images(tfrecord_paths: Iterable[str | os.PathLike], count: in
         raise FileNotFoundError("no TFRecord shards given for the representative dataset")
     if count <= 0:
         return
-    dataset = tf.data.TFRecordDataset(paths).map(parse_example).take(count)
+    total = sum(1 for _ in tf.data.TFRecordDataset(paths))  # raw records: no decoding
+    stride = max(total // count, 1)
+    dataset = tf.data.TFRecordDataset(paths).shard(stride, 0).take(count).map(parse_example)
     for example in dataset:
         image = tf.io.decode_image(example["image/encoded"], channels=3, expand_animations=False).numpy()
         yield resize_bilinear(image, size)

@@ -30,6 +30,7 @@ import yaml
 
 from facedet import __version__
 from facedet.atomic import write_text_atomic
+from facedet.params import read_params_file
 
 DATA_OUTS = ("data/raw", "data/tfrecords")
 PIPELINE_PRODUCTS = ("dvc.lock", "reports/", "dvclive/")  # rewritten by `dvc repro`: not "dirty code"
@@ -269,7 +270,7 @@ def write_model_card(card: Mapping[str, Any], md_path: str | os.PathLike, json_p
 def load_inputs(params_path: str | os.PathLike = "params.yaml", model_dir: str | os.PathLike = "models/detector",
                 configs_dir: str | os.PathLike = "configs") -> dict[str, Any]:
     """params.yaml, detector.json and the preset YAML it came from (None if that file is gone)."""
-    params = yaml.safe_load(Path(params_path).read_text(encoding="utf-8")) or {}
+    params = read_params_file(params_path)  # reads floats as DVC writes them ('1e-05')
     detector_config = read_json_if_present(Path(model_dir) / "detector.json")
     if detector_config is None:
         raise FileNotFoundError(f"{model_dir}/detector.json: no trained model (run the train stage)")

@@ -57,16 +57,19 @@ def read_params_file(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def exit_on_bad_params(stage: str) -> Iterator[None]:
-    """Around a stage's params loading: a `ParamsError` ends the process with the one line
-    '<stage>: error: <message>' on stderr and exit status 1, no traceback, before any work.
+def exit_on_bad_params(stage: str, *errors: type[Exception]) -> Iterator[None]:
+    """Around a stage's params loading (and, with `errors`, its work): a `ParamsError` or one of
+    `errors` ends the process with the one line '<stage>: error: <message>' on stderr and exit
+    status 1, no traceback. The library's messages name the file (and line) at fault.
 
         with exit_on_bad_params("filter"):
             params = load_section("filter", FilterParams)
+        with exit_on_bad_params("filter", FileNotFoundError, WiderFormatError):
+            filter_data(params)
     """
     try:
         yield
-    except ParamsError as err:
+    except (ParamsError, *errors) as err:
         raise SystemExit(f"{stage}: error: {err}") from None
 
 

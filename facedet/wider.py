@@ -43,7 +43,6 @@ EVAL_MAT_FILES = {
 IMAGES_ZIP = {"train": "WIDER_train.zip", "val": "WIDER_val.zip"}
 SPLIT_ZIP = "wider_face_split.zip"
 EVAL_TOOLS_ZIP = "eval_tools.zip"
-RAW_ARCHIVES = (IMAGES_ZIP["train"], IMAGES_ZIP["val"], SPLIT_ZIP, EVAL_TOOLS_ZIP)
 GT_TXT_MEMBER = {s: f"wider_face_split/wider_face_{s}_bbx_gt.txt" for s in SPLITS}
 EVAL_GT_DIR_MEMBER = "eval_tools/ground_truth"
 

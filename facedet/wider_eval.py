@@ -112,9 +112,6 @@ class WiderEvalResult:
         """{'easy': AP, 'medium': AP, 'hard': AP} (the subsets evaluated, in order)."""
         return {name: r.ap for name, r in self.subsets.items()}
 
-    def raw_thresholds(self, subset: str) -> np.ndarray:
-        """The thresholds of `subset`'s curve in raw (un-normalised) score units."""
-        return self.score_min + self.subsets[subset].thresholds * (self.score_max - self.score_min)
 
 
 # ---------------------------------------------------------------------------------------------

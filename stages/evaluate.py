@@ -32,7 +32,8 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     with exit_on_bad_params("evaluate"):
         params = load_section("evaluate", EvaluateParams)
-    print(json.dumps(evaluate(params), indent=2))
+    with exit_on_bad_params("evaluate", FileNotFoundError, ValueError):
+        print(json.dumps(evaluate(params), indent=2))
 
 
 if __name__ == "__main__":

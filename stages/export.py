@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with exit_on_bad_params("export"):
         params = load_section("export", ExportParams, args.params)
-    export(params, args.model_dir, args.tfrecords, args.out)
+    with exit_on_bad_params("export", FileNotFoundError, ValueError):
+        export(params, args.model_dir, args.tfrecords, args.out)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ data/widerface.lock.json: commit that file.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from tqdm import tqdm
@@ -17,7 +16,7 @@ from tqdm import tqdm
 from facedet.atomic import atomic_path
 from facedet.download import DataParams, DownloadError, fetch_widerface
 from facedet.embedded import write_embedded_dataset
-from facedet.params import ParamsError, exit_on_bad_params, load_section
+from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderFormatError
 
 RAW_DIR = "data/raw"
@@ -45,10 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)
     with exit_on_bad_params("fetch"):
         params = load_section("data", DataParams)
-    try:
+    with exit_on_bad_params("fetch", DownloadError, WiderFormatError):
         fetch(params)
-    except (ParamsError, DownloadError, WiderFormatError) as err:
-        sys.exit(f"fetch: error: {err}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 from tqdm import tqdm
@@ -39,10 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)
     with exit_on_bad_params("filter"):
         params = load_section("filter", FilterParams)
-    try:
+    with exit_on_bad_params("filter", WiderFormatError, FileNotFoundError):
         filter_data(params)
-    except (WiderFormatError, FileNotFoundError) as err:
-        sys.exit(f"filter: error: {err}")
 
 
 if __name__ == "__main__":

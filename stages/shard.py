@@ -7,7 +7,6 @@ directory is put in place."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,14 +29,18 @@ def shard(params: ShardParams) -> None:
 
     start = time.monotonic()
     archive = WiderArchive(RAW_DIR)
+    splits = {"train": params.train_shards, "val": params.val_shards}
     with atomic_path(TFRECORD_DIR, is_dir=True) as tmp:
-        for split, count in (("train", params.train_shards), ("val", params.val_shards)):
-            images = load_filtered(INTERIM_DIR, split)
-            paths = write_shards(Path(tmp) / f"{split}.record", images, count,
-                                 encode=ExampleEncoder(archive, split, params), workers=params.workers,
-                                 assignment=params.assignment)
-            checked = check_shards(paths, images)
-            print(f"shard: {split}: {checked['examples']} examples, {checked['faces']} faces in {count} shards "
+        tables = {split: load_filtered(INTERIM_DIR, split) for split in splits}
+        # every split is written before any is checked: the check starts TensorFlow, and the
+        # writer's worker processes must not be forked from a process running it
+        written = {split: write_shards(Path(tmp) / f"{split}.record", tables[split], count,
+                                       encode=ExampleEncoder(archive, split, params), workers=params.workers,
+                                       assignment=params.assignment)
+                   for split, count in splits.items()}
+        for split, paths in written.items():
+            checked = check_shards(paths, tables[split])
+            print(f"shard: {split}: {checked['examples']} examples, {checked['faces']} faces in {len(paths)} shards "
                   f"(read back and checked against {INTERIM_DIR}/{split}_faces.csv)")
         (Path(tmp) / "label_map.pbtxt").write_text(label_map_text(), encoding="utf-8")
     print(f"shard: done in {time.monotonic() - start:.1f} s -> {TFRECORD_DIR}/")
@@ -50,10 +53,8 @@ def main(argv: list[str] | None = None) -> None:
 
     with exit_on_bad_params("shard"):
         params = load_section("shard", ShardParams)
-    try:
+    with exit_on_bad_params("shard", FileNotFoundError, WiderFormatError, ShardCheckError):
         shard(params)
-    except (FileNotFoundError, WiderFormatError, ShardCheckError) as err:
-        sys.exit(f"shard: error: {err}")
 
 
 if __name__ == "__main__":

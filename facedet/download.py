@@ -163,6 +163,7 @@ class Downloaded(NamedTuple):
 
 
 def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (archives are GBs)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):

@@ -15,7 +15,6 @@ no metrics yet) are recorded as such, never guessed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -30,6 +29,7 @@ import yaml
 
 from facedet import __version__
 from facedet.atomic import write_text_atomic
+from facedet.download import sha256_of
 from facedet.params import read_params_file
 
 DATA_OUTS = ("data/raw", "data/tfrecords")
@@ -86,14 +86,6 @@ def dvc_lock_hashes(lock_path: str | os.PathLike = "dvc.lock", paths: Sequence[s
     return {"lock": str(lock_path), "found": True, "outs": outs}
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def median_invoke_ms(model_path: str | os.PathLike, num_threads: int = 1, runs: int = 50, warmup: int = 5) -> float:
     """Median wall time of one `invoke()` (the whole graph, post-process op included) on a mid-grey
     image, in ms."""
@@ -131,7 +123,7 @@ def tflite_facts(model_path: str | os.PathLike, latency_runs: int = 50) -> dict[
     return {
         "path": str(path),
         "size_kb": round(path.stat().st_size / 1024, 1),
-        "sha256": sha256_file(path),
+        "sha256": sha256_of(path),
         "input": {"shape": [int(v) for v in inp["shape"]], "dtype": inp["dtype"].__name__, "format": INPUT_FORMAT},
         "outputs": {name: {"shape": [int(v) for v in d["shape"]], "dtype": d["dtype"].__name__}
                     for name, d in outputs.items()},

@@ -3,7 +3,8 @@
 Reads params `model` (preset: configs/<preset>.yaml) and `train`, data/tfrecords/train.record-*
 (and val.record-* for the validation loss). Writes models/detector/{model.keras, detector.json},
 DVCLive curves in dvclive/train/, and resumable checkpoints in models/checkpoints/ (local resume
-state: git-ignored, not a DVC output).
+state: git-ignored, not a DVC output) with TensorBoard logs in models/checkpoints/tensorboard/.
+A killed run resumes from its last checkpoint when run again with the same params and data.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ TFRECORDS = Path("data/tfrecords")
 MODEL_DIR = Path("models/detector")
 CHECKPOINT_DIR = Path("models/checkpoints")
 LIVE_DIR = Path("dvclive/train")
+TENSORBOARD_DIR = CHECKPOINT_DIR / "tensorboard"  # `tensorboard --logdir models/checkpoints/tensorboard`
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def train() -> None:
     if not train_files:
         raise SystemExit(f"train: error: no {TFRECORDS}/train.record-* shards (run the shard stage first)")
     metrics = training.train(params, config, train_files, MODEL_DIR, CHECKPOINT_DIR, LIVE_DIR,
-                             val_files=list_shards(TFRECORDS, "val"))
+                             val_files=list_shards(TFRECORDS, "val"), tensorboard_dir=TENSORBOARD_DIR)
     print(f"wrote {MODEL_DIR}: loss {metrics.get('loss/total', float('nan')):.3f}, "
           f"val loss {metrics.get('val/loss/total', float('nan')):.3f}")
 

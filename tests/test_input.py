@@ -118,3 +118,45 @@ def test_no_augment_is_a_plain_resize():
     out, out_boxes = augment_and_resize(image, boxes, tf.constant([0, 0]), 64, NO_AUGMENT)
     np.testing.assert_allclose(out.numpy(), 90.0, atol=1e-3)
     np.testing.assert_allclose(out_boxes.numpy(), boxes)
+
+
+def test_min_iou_crop_keeps_a_window_overlapping_a_face_by_that_iou():
+    """The SSD paper's crop: the window's IoU with the face >= crop_min_iou, so a small face fills
+    at least that fraction of the crop (it is zoomed in on), and the box still frames it."""
+    image = np.zeros((200, 200, 3), np.uint8)
+    image[80:120, 100:140] = 255  # a 40x40 face: 4% of the image
+    boxes = np.array([[0.4, 0.5, 0.6, 0.7]], np.float32)
+    cfg = AugmentConfig(flip=0.0, crop=1.0, crop_min_iou=0.5, zoom_out=0.0,
+                        brightness=0.0, contrast=0.0, saturation=0.0)
+    for seed in range(6):
+        out, out_boxes = augment_and_resize(image, boxes, tf.constant([seed, 3]), 96, cfg)
+        (ymin, xmin, ymax, xmax), = out_boxes.numpy()
+        assert (ymax - ymin) * (xmax - xmin) >= 0.5 - 0.05, seed  # face area / window area >= IoU
+        out = out.numpy()
+        assert out[int(ymin * 96) + 2:int(ymax * 96) - 2, int(xmin * 96) + 2:int(xmax * 96) - 2].min() > 200, seed
+    out, out_boxes = augment_and_resize(image, np.zeros((0, 4), np.float32), tf.constant([0, 3]), 96, cfg)
+    assert out.shape == (96, 96, 3) and out_boxes.shape == (0, 4)  # no faces: the whole image
+
+
+def test_photometric_jitter_changes_colours_not_boxes_and_follows_the_seed():
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 200, (64, 64, 3), dtype=np.uint8)
+    boxes = np.array([[0.2, 0.2, 0.6, 0.6]], np.float32)
+    jitter = AugmentConfig(flip=0.0, crop=0.0, zoom_out=0.0, brightness=0.2, contrast=0.4, saturation=0.4)
+    outs = [augment_and_resize(image, boxes, tf.constant([seed, 0]), 64, jitter) for seed in (1, 1, 2)]
+    np.testing.assert_array_equal(outs[0][0].numpy(), outs[1][0].numpy())
+    assert np.abs(outs[0][0].numpy() - outs[2][0].numpy()).mean() > 1.0
+    assert np.abs(outs[0][0].numpy() - image).mean() > 1.0
+    for _, out_boxes in outs:
+        np.testing.assert_array_equal(out_boxes.numpy(), boxes)
+
+
+def test_skip_resumes_the_training_stream_where_it_stopped(tmp_path):
+    """A run resumed after 2 steps of batch 4 sees the batches the uninterrupted run saw next."""
+    files = write_face_records(tmp_path)
+    anchors = anchor_boxes(TINY)
+    whole = make_dataset(files, anchors, 64, 4, training=True, seed=5).take(5)
+    resumed = make_dataset(files, anchors, 64, 4, training=True, seed=5, skip=2 * 4).take(3)
+    for (image_a, target_a), (image_b, target_b) in zip(list(whole)[2:], resumed, strict=True):
+        np.testing.assert_array_equal(image_a.numpy(), image_b.numpy())
+        np.testing.assert_array_equal(target_a["labels"].numpy(), target_b["labels"].numpy())

@@ -1,14 +1,20 @@
-"""The detector model: the input/output contract, one box per anchor, and a model.keras file that
-loads with plain `keras.models.load_model`."""
+"""The detector model: the input/output contract, one box per anchor for every preset in configs/,
+a model.keras file that loads with plain `keras.models.load_model`, and clear errors for backbone
+weights that cannot be had."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from facedet.anchors import DetectorConfig, anchor_boxes
+from facedet.anchors import CONFIGS_DIR, DetectorConfig, anchor_boxes, layer_box_shapes, load_preset
 from facedet.model import BackboneWeightsError, build_detector, load_detector
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = sorted(p.stem for p in (REPO / CONFIGS_DIR).glob("*.yaml"))
 
 TINY = DetectorConfig(input_size=64, alpha=0.35, feature_strides=(8, 16, 32, 64), min_scale=0.1, max_scale=0.7,
                       aspect_ratios=(1.0, 0.5), interpolated_scale=True, head_channels=16)
@@ -41,3 +47,35 @@ def test_saved_model_loads_without_custom_objects(tmp_path):
 def test_missing_backbone_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(BackboneWeightsError, match="not found"):
         build_detector(TINY, str(tmp_path / "missing.weights.h5"))
+
+
+def test_the_presets_include_the_seeds_224_and_a_320():
+    assert {"ssd_mobilenet_v2_224", "ssd_mobilenet_v2_256", "ssd_mobilenet_v2_320"} <= set(PRESETS)
+    seed = load_preset("ssd_mobilenet_v2_224", REPO / CONFIGS_DIR)
+    assert (seed.input_size, seed.alpha, seed.aspect_ratios) == (224, 1.0, (1.0, 2.0, 0.5))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_builds_a_model_with_one_output_per_anchor_and_reaches_small_faces(preset):
+    config = load_preset(preset, REPO / CONFIGS_DIR)
+    model = build_detector(config)
+    anchors = anchor_boxes(config)
+    assert model.input_shape == (None, config.input_size, config.input_size, 3)
+    assert tuple(model.output["box_encodings"].shape) == (None, len(anchors), 4)
+    assert tuple(model.output["class_logits"].shape) == (None, len(anchors), 1)
+    assert min(config.feature_strides) in (8, 16)  # a high-resolution first layer
+    smallest_px = min(min(h, w) for h, w in layer_box_shapes(config)[0]) * config.input_size
+    assert 6 <= smallest_px <= 16, smallest_px
+
+
+def test_imagenet_weights_offline_is_one_clear_error(monkeypatch):
+    from keras.src.applications import mobilenet_v2
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(mobilenet_v2.file_utils, "get_file", offline)
+    config = DetectorConfig(input_size=96, alpha=0.35, feature_strides=(8, 16, 32), head_channels=16)
+    with pytest.raises(BackboneWeightsError, match="backbone_weights=imagenet needs to download") as error:
+        build_detector(config, "imagenet")
+    assert "\n" not in str(error.value) and "none" in str(error.value)

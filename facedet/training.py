@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -308,8 +309,22 @@ def evaluate_loss(loss_function, dataset: tf.data.Dataset) -> dict[str, float]:
 def save_detector(model: keras.Model, config: DetectorConfig, model_dir: str | os.PathLike) -> None:
     """Write `model_dir/model.keras` and `model_dir/detector.json` (the directory replaced atomically)."""
     with atomic_path(model_dir, is_dir=True) as tmp:
-        model.save(tmp / "model.keras")
+        model.save(tmp / "saved.keras")
+        _without_save_time(tmp / "saved.keras", tmp / "model.keras")
+        (tmp / "saved.keras").unlink()
         (tmp / "detector.json").write_text(config.to_json(), encoding="utf-8")
+
+
+def _without_save_time(source: Path, target: Path) -> None:
+    """Copy a .keras archive with its save time removed (metadata.json's date_saved, member dates), so
+    the same weights give the same bytes and DVC's cache hits for the stages after training."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
+        for member in src.infolist():
+            data = src.read(member)
+            if member.filename == "metadata.json":
+                data = json.dumps({**json.loads(data), "date_saved": "1980-01-01@00:00:00"}).encode()
+            dst.writestr(zipfile.ZipInfo(member.filename, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                         compress_type=member.compress_type)
 
 
 def _recipe(config: DetectorConfig, params: TrainParams, train_files: list[str]) -> dict:

@@ -88,6 +88,17 @@ def test_a_restart_resumes_from_the_last_checkpoint_and_continues_the_curves(tra
     assert [s for s, _ in curve(out["live"])] == list(range(PARAMS.steps))  # no gap, no step twice
 
 
+def test_the_same_weights_save_to_the_same_bytes(tmp_path):
+    from facedet.model import build_detector
+    from facedet.training import save_detector
+
+    model = build_detector(TINY)
+    save_detector(model, TINY, tmp_path / "first")
+    time.sleep(1.1)  # Keras stamps the save time to the second
+    save_detector(model, TINY, tmp_path / "second")
+    assert (tmp_path / "first/model.keras").read_bytes() == (tmp_path / "second/model.keras").read_bytes()
+
+
 def test_a_changed_recipe_starts_over(trained):
     files, out, _ = trained
     changed = TrainParams(**{**PARAMS.__dict__, "steps": 3, "learning_rate": 0.02})

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)
     with exit_on_bad_params("fetch"):
         params = load_section("data", DataParams)
-    with exit_on_bad_params("fetch", DownloadError, WiderFormatError):
+    with exit_on_bad_params("fetch", DownloadError, WiderFormatError, ValueError):
         fetch(params)
 
 

@@ -452,6 +452,7 @@ class WiderArchive:
     def __init__(self, raw_dir: str | os.PathLike):
         self.raw_dir = Path(raw_dir)
         self._local = threading.local()
+        self._eval_ground_truth: list[EvalImage] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"raw_dir": self.raw_dir}
@@ -459,6 +460,7 @@ class WiderArchive:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.raw_dir = state["raw_dir"]
         self._local = threading.local()
+        self._eval_ground_truth = None
 
     def _zip(self, name: str) -> zipfile.ZipFile:
         cache = getattr(self._local, "zips", None)
@@ -515,11 +517,14 @@ class WiderArchive:
                       if n.startswith(prefix) and not n.endswith("/"))
 
     def eval_ground_truth(self) -> list[EvalImage]:
-        """The official val ground truth read from eval_tools.zip (eval_tools/ground_truth/*.mat)."""
-        archive = self._zip(EVAL_TOOLS_ZIP)
-        members = eval_mat_members(archive, str(self.raw_dir / EVAL_TOOLS_ZIP))
-        found = {name: archive.read(member) for name, member in members.items()}
-        return read_eval_ground_truth(found)
+        """The official val ground truth read from eval_tools.zip (eval_tools/ground_truth/*.mat),
+        parsed once per archive object (evaluate_tflite scores two models against it). Read-only."""
+        if self._eval_ground_truth is None:
+            archive = self._zip(EVAL_TOOLS_ZIP)
+            members = eval_mat_members(archive, str(self.raw_dir / EVAL_TOOLS_ZIP))
+            found = {name: archive.read(member) for name, member in members.items()}
+            self._eval_ground_truth = read_eval_ground_truth(found)
+        return self._eval_ground_truth
 
 
 def _check_split(split: str) -> None:

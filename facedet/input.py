@@ -3,7 +3,9 @@
 Each element of a training dataset is `(images, targets)`:
 images float32 [B, S, S, 3] RGB 0..255 (the model input contract), targets
 {'box_targets': float32 [B, A, 4] `(ty, tx, th, tw)`, 'labels': int32 [B, A] in {1, 0, -1}}.
-Augmentation (training only): SSD random crop (TF OD API style: at least `crop_min_covered` of
+Augmentation (training only): with probability `scale_crop`, a native-scale square crop of the
+original photo (facedet.scale_crop: faces keep their pixel size up to a zoom z drawn in
+[scale_crop_min, scale_crop_max]) instead of the crop / zoom-out below; otherwise SSD random crop (TF OD API style: at least `crop_min_covered` of
 some face inside the window; or the SSD paper's window IoU >= `crop_min_iou` with some face),
 horizontal flip, photometric jitter (brightness, contrast, saturation), random zoom-out (image
 shrunk onto a grey canvas). Random ops are stateless and seeded per example from one seeded
@@ -20,10 +22,9 @@ from pathlib import Path
 import tensorflow as tf
 
 from facedet.losses import assign_targets
-from facedet.params import field_range
+from facedet.params import ParamsError, field_range
+from facedet.scale_crop import PAD_VALUE, scale_crop
 from facedet.tfrecords import parse_example
-
-PAD_VALUE = 127.5  # grey: 0 after the model's [-1, 1] normalisation
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,14 @@ class AugmentConfig:
     brightness: float = field_range(0.0, 1.0, default=0.125)
     contrast: float = field_range(0.0, 1.0, default=0.3)
     saturation: float = field_range(0.0, 1.0, default=0.3)
+    scale_crop: float = field_range(0.0, 1.0, default=0.0)  # native-scale square crop (facedet.scale_crop)
+    scale_crop_min: float = field_range(0.1, 8.0, default=0.5)  # zoom z: crop side = z x input px
+    scale_crop_max: float = field_range(0.1, 8.0, default=1.6)
+
+    def __post_init__(self) -> None:
+        if self.scale_crop_min > self.scale_crop_max:
+            raise ParamsError(f"params.yaml: 'train.augment.scale_crop_min' ({self.scale_crop_min}) must be <= "
+                              f"'train.augment.scale_crop_max' ({self.scale_crop_max})")
 
 
 NO_AUGMENT = AugmentConfig(flip=0.0, crop=0.0, zoom_out=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
@@ -153,6 +162,31 @@ def augment_and_resize(image, boxes, seed, input_size: int, cfg: AugmentConfig):
     return image, boxes
 
 
+def augment_example(serialized: tf.Tensor, seed, input_size: int, cfg: AugmentConfig):
+    """One training example from a serialized tf.Example: a native-scale crop (probability
+    `cfg.scale_crop`) or `augment_and_resize` of the whole photo, then flip and photometric jitter.
+    -> float32 (S, S, 3) 0..255, boxes (M, 4) normalised `[ymin, xmin, ymax, xmax]`."""
+    if cfg.scale_crop <= 0:
+        return augment_and_resize(*decode_example(serialized), seed, input_size, cfg)
+    seed = tf.cast(seed, tf.int64)
+    example = parse_example(serialized)
+
+    def cropped():
+        boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
+        image, boxes = scale_crop(example["image/encoded"], boxes, seed + 20, input_size,
+                                  cfg.scale_crop_min, cfg.scale_crop_max)
+        if cfg.flip > 0:
+            image, boxes = tf.cond(_uniform(seed, 3) < cfg.flip, lambda: _flip(image, boxes),
+                                   lambda: (image, boxes))
+        return _photometric(image, seed, cfg), boxes
+
+    def whole():
+        image = tf.io.decode_jpeg(example["image/encoded"], channels=3)
+        return augment_and_resize(image, example["boxes"], seed, input_size, cfg)
+
+    return tf.cond(_uniform(seed, 19) < cfg.scale_crop, cropped, whole)
+
+
 def decode_example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Serialized tf.Example -> image uint8 (H, W, 3), boxes float32 (N, 4) `[ymin, xmin, ymax, xmax]`."""
     example = parse_example(serialized)
@@ -185,7 +219,7 @@ def make_dataset(files: list[str], anchors, input_size: int, batch_size: int, *,
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
         examples = tf.data.Dataset.zip(records, seeds).skip(skip).map(
-            lambda r, s: augment_and_resize(*decode_example(r), s, input_size, augment),
+            lambda r, s: augment_example(r, s, input_size, augment),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         examples = records.map(

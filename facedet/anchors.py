@@ -2,10 +2,13 @@
 
 Anchors follow the TF OD API SSD anchor generator: one feature map per stride in
 `feature_strides` (the first, stride 8, for small faces), scales linear from `min_scale` to
-`max_scale` over the layers, one box per aspect ratio (`w / h`) at the layer's scale, plus, with
-`interpolated_scale`, one square box at sqrt(s_i * s_{i+1}) (s_L = 1). Sizes are fractions of the
-(square) model input. Boxes are float32 (A, 4) normalised `[ymin, xmin, ymax, xmax]`, ordered
-layer by layer, then row (y), column (x), anchor type — the order the model's heads emit.
+`max_scale` over the layers (or geometric, `scale_spacing: geometric`), one box per aspect ratio
+(`w / h`) at the layer's scale, plus, with `interpolated_scale`, one square box at sqrt(s_i * s_{i+1})
+(s_L = 1). Scales are fractions of `anchor_base_size` px (0: the model input side), so the detector
+can be rebuilt at a larger input (`at_input_size`) with its anchors at the same pixel sizes: it is
+fully convolutional, and a face of n px then meets the anchors it was trained on.
+Boxes are float32 (A, 4) normalised `[ymin, xmin, ymax, xmax]` (fractions of the input side),
+ordered layer by layer, then row (y), column (x), anchor type — the order the model's heads emit.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import yaml
@@ -37,6 +41,13 @@ class DetectorConfig:
     interpolated_scale: add one square anchor at sqrt(s_i * s_{i+1}) per cell.
     head_channels: width of the feature pyramid and of the box / class heads.
     fpn: merge coarser maps into finer ones top-down (helps the stride-8 layer see context).
+    scale_spacing: 'linear' (TF OD API) or 'geometric' (equal ratios: more anchors at small sizes).
+    anchor_base_size: px the scales are fractions of; 0 = input_size (see `at_input_size`).
+    stride32_tap: backbone layer read at stride 32: 'out_relu' (TF OD API) or 'block_16_project'
+      (lighter: leaves out MobileNetV2's last 1x1 conv to 1280 channels; see facedet.model).
+    resize: how a photo is fitted to the input at inference: 'stretch' (plain resize, what training
+      on whole photos sees) or 'letterbox' (aspect kept: what native-scale crop training sees);
+      see facedet.tflite_runner.
     """
 
     input_size: int = field_range(32, 2048, default=256)
@@ -48,6 +59,10 @@ class DetectorConfig:
     interpolated_scale: bool = True
     head_channels: int = field_range(8, 1024, default=64)
     fpn: bool = True
+    scale_spacing: Literal["linear", "geometric"] = "linear"
+    anchor_base_size: int = field_range(0, 4096, default=0)
+    stride32_tap: Literal["out_relu", "block_16_project"] = "out_relu"
+    resize: Literal["stretch", "letterbox"] = "stretch"
 
     def __post_init__(self) -> None:
         if self.input_size % 32:
@@ -58,6 +73,15 @@ class DetectorConfig:
             raise ParamsError(f"detector config: feature_strides must be from 8, 16, 32, 64, 128: {self.feature_strides}")
         if not self.aspect_ratios or min(self.aspect_ratios) <= 0:
             raise ParamsError(f"detector config: aspect_ratios must be positive: {self.aspect_ratios}")
+
+    @property
+    def anchor_base_px(self) -> int:
+        """The side, px, that anchor scales are fractions of."""
+        return self.anchor_base_size or self.input_size
+
+    def at_input_size(self, input_size: int) -> "DetectorConfig":
+        """The same detector at a square input of `input_size` px, its anchors at the same pixel sizes."""
+        return dataclasses.replace(self, input_size=input_size, anchor_base_size=self.anchor_base_px)
 
     @property
     def anchors_per_cell(self) -> int:
@@ -92,20 +116,28 @@ def load_preset(preset: str, configs_dir: str | os.PathLike = CONFIGS_DIR) -> De
     return DetectorConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, preset)
 
 
+def layer_scales(config: DetectorConfig) -> list[float]:
+    """Anchor scale of each layer, as a fraction of `anchor_base_px`, then the closing 1.0."""
+    n = len(config.feature_strides)
+    lo, hi = config.min_scale, config.max_scale
+    if n == 1:
+        return [lo, 1.0]
+    if config.scale_spacing == "geometric":
+        return [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)] + [1.0]
+    return [lo + (hi - lo) * i / (n - 1) for i in range(n)] + [1.0]
+
+
 def layer_box_shapes(config: DetectorConfig) -> list[list[tuple[float, float]]]:
     """Per layer, the (height, width) of each anchor type, as fractions of the input side."""
-    n = len(config.feature_strides)
-    scales = [
-        config.min_scale + (config.max_scale - config.min_scale) * i / (n - 1) if n > 1 else config.min_scale
-        for i in range(n)
-    ] + [1.0]
+    scales = layer_scales(config)
+    to_input = config.anchor_base_px / config.input_size
     shapes = []
-    for i in range(n):
+    for i in range(len(config.feature_strides)):
         layer = [(scales[i] / math.sqrt(ar), scales[i] * math.sqrt(ar)) for ar in config.aspect_ratios]
         if config.interpolated_scale:
             s = math.sqrt(scales[i] * scales[i + 1])
             layer.append((s, s))
-        shapes.append(layer)
+        shapes.append([(h * to_input, w * to_input) for h, w in layer])
     return shapes
 
 

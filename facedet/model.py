@@ -20,6 +20,9 @@ from facedet.anchors import DetectorConfig, anchor_boxes
 
 # MobileNetV2 layers read at each stride (the TF OD API's ssd_mobilenet_v2 taps, plus stride 8).
 BACKBONE_TAPS = {8: "block_6_expand_relu", 16: "block_13_expand_relu", 32: "out_relu"}
+# `stride32_tap: block_16_project`: the last bottleneck's output instead of the 1x1 conv to 1280
+# channels after it (at alpha 0.35 that conv and its lateral are ~225k of ~620k weights).
+STRIDE32_TAPS = {"out_relu": "out_relu", "block_16_project": "block_16_project_BN"}
 CLASS_PRIOR = 0.01  # initial face probability of every anchor (bias prior init)
 # Keras' MobileNetV2 uses batch-norm momentum 0.999: its moving statistics would lag ~1000 steps
 # behind weights trained from scratch in a few thousand steps, so inference would see stale ones.
@@ -79,7 +82,8 @@ def build_detector(config: DetectorConfig, backbone_weights: str | None = None) 
 
     # Pyramid: backbone taps up to stride 32, extra downsampling layers beyond.
     tap_strides = [s for s in config.feature_strides if s <= 32]
-    features = {s: _conv_bn_relu(backbone.get_layer(BACKBONE_TAPS[s]).output, channels, f"lateral_s{s}")
+    taps = {**BACKBONE_TAPS, 32: STRIDE32_TAPS[config.stride32_tap]}
+    features = {s: _conv_bn_relu(backbone.get_layer(taps[s]).output, channels, f"lateral_s{s}")
                 for s in tap_strides}
     if config.fpn:
         for fine, coarse in zip(tap_strides[-2::-1], tap_strides[:0:-1]):
@@ -87,7 +91,7 @@ def build_detector(config: DetectorConfig, backbone_weights: str | None = None) 
                 features[coarse])
             merged = layers.Add(name=f"merge_s{fine}")([features[fine], up])
             features[fine] = _conv_bn_relu(merged, channels, f"smooth_s{fine}")
-    previous = backbone.get_layer(BACKBONE_TAPS[32]).output
+    previous = backbone.get_layer(taps[32]).output
     for stride in (s for s in config.feature_strides if s > 32):
         previous = _downsample(previous, channels, f"extra_s{stride}")
         features[stride] = previous
@@ -117,8 +121,21 @@ def build_detector(config: DetectorConfig, backbone_weights: str | None = None) 
     return model
 
 
-def load_detector(model_dir: str | os.PathLike) -> tuple[keras.Model, DetectorConfig]:
-    """Load `model.keras` + `detector.json` written by training."""
+def at_input_size(model: keras.Model, config: DetectorConfig, input_size: int) -> tuple[keras.Model, DetectorConfig]:
+    """The trained `model` rebuilt at a square `input_size` px input with the same weights (every
+    layer is convolutional) and its anchors at the same pixel sizes (`DetectorConfig.at_input_size`)."""
+    if input_size == config.input_size:
+        return model, config
+    bigger = config.at_input_size(input_size)
+    rebuilt = build_detector(bigger)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt, bigger
+
+
+def load_detector(model_dir: str | os.PathLike, input_size: int | None = None) -> tuple[keras.Model, DetectorConfig]:
+    """Load `model.keras` + `detector.json` written by training; with `input_size`, rebuilt at that
+    square input (see `at_input_size`)."""
     model_dir = Path(model_dir)
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
-    return model, DetectorConfig.from_json(model_dir / "detector.json")
+    config = DetectorConfig.from_json(model_dir / "detector.json")
+    return at_input_size(model, config, input_size) if input_size else (model, config)

@@ -3,6 +3,7 @@ model's heads emit them; the detector config round-trips through detector.json."
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -57,3 +58,25 @@ def test_bad_presets_fail_with_one_clear_line(tmp_path):
     (tmp_path / "typo.yaml").write_text("input_sise: 256\n")
     with pytest.raises(ParamsError, match="did you mean"):
         load_preset("typo", tmp_path)
+
+
+def test_a_detector_rebuilt_at_a_larger_input_keeps_its_anchors_at_the_same_pixel_sizes():
+    trained = DetectorConfig(input_size=256, feature_strides=(8, 16, 32, 64), min_scale=0.04, max_scale=0.75,
+                             scale_spacing="geometric", aspect_ratios=(0.8,), interpolated_scale=True)
+    bigger = trained.at_input_size(640)
+    assert bigger.input_size == 640 and bigger.anchor_base_px == 256
+    small, large = anchor_boxes(trained) * 256, anchor_boxes(bigger) * 640
+    assert len(large) == (80 * 80 + 40 * 40 + 20 * 20 + 10 * 10) * 2
+    # The first cell of each: the same boxes in pixels; cells are `stride` px apart in both.
+    np.testing.assert_allclose(small[:2], large[:2], atol=1e-3)
+    np.testing.assert_allclose(large[2, :2] - large[0, :2], [0, 8], atol=1e-3)
+    sizes = lambda a: np.unique(np.round(a[:, 2:] - a[:, :2], 2), axis=0)  # noqa: E731
+    np.testing.assert_allclose(sizes(small), sizes(large), atol=1e-2)
+    assert DetectorConfig.from_dict(json.loads(bigger.to_json())) == bigger  # detector.json round-trip
+
+
+def test_geometric_spacing_puts_equal_ratios_between_layers():
+    config = DetectorConfig(input_size=256, feature_strides=(8, 16, 32), min_scale=0.05, max_scale=0.8,
+                            scale_spacing="geometric", aspect_ratios=(1.0,), interpolated_scale=False)
+    sides = [shapes[0][0] for shapes in layer_box_shapes(config)]
+    np.testing.assert_allclose(sides, [0.05, 0.2, 0.8], rtol=1e-6)

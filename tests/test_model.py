@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from facedet.anchors import CONFIGS_DIR, DetectorConfig, anchor_boxes, layer_box_shapes, load_preset
-from facedet.model import BackboneWeightsError, build_detector, load_detector
+from facedet.model import BackboneWeightsError, at_input_size, build_detector, load_detector
+from facedet.training import save_detector
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (REPO / CONFIGS_DIR).glob("*.yaml"))
@@ -79,3 +80,17 @@ def test_imagenet_weights_offline_is_one_clear_error(monkeypatch):
     with pytest.raises(BackboneWeightsError, match="backbone_weights=imagenet needs to download") as error:
         build_detector(config, "imagenet")
     assert "\n" not in str(error.value) and "none" in str(error.value)
+
+
+def test_the_trained_weights_run_at_a_larger_input_with_anchors_at_the_same_pixel_sizes(tmp_path):
+    """Fully convolutional: the same weights, more cells, the same anchor boxes in pixels; a saved
+    detector loads straight at the larger input."""
+    model = build_detector(TINY)
+    bigger, config = at_input_size(model, TINY, 128)
+    assert config.input_size == 128 and bigger.count_params() == model.count_params()
+    assert len(anchor_boxes(config)) == (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2) * 3
+    for a, b in zip(model.get_weights(), bigger.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    save_detector(model, TINY, tmp_path / "detector")
+    loaded, loaded_config = load_detector(tmp_path / "detector", input_size=128)
+    assert loaded_config == config and loaded.input_shape == (None, 128, 128, 3)

@@ -24,7 +24,7 @@ from facedet import plots
 from facedet.atomic import write_text_atomic
 from facedet.coco_eval import coco_metrics
 from facedet.filtering import FilteredImage
-from facedet.params import field_range
+from facedet.params import ParamsError, field_range
 from facedet.predictions import write_predictions
 from facedet.wider import EvalImage, WiderArchive
 from facedet.wider_eval import evaluate_matches, match_predictions, recall_by_face_size
@@ -43,6 +43,14 @@ class EvaluateParams:
     nms_iou: float = field_range(0.01, 1.0, default=0.4)
     max_detections: int = field_range(1, 10000, default=750)
     images_to_draw: int = field_range(1, 64, default=6)  # detections.png is a declared plot
+    # Square input the Keras model runs at, px (multiple of 32); 0: the trained input size. The
+    # detector is fully convolutional: a larger input than the phone model's sees small faces at
+    # the photo's own scale (e.g. 1024 for WIDER's 1024-px-wide photos, letterboxed).
+    input_size: int = field_range(0, 4096, default=0)
+
+    def __post_init__(self) -> None:
+        if self.input_size % 32:
+            raise ParamsError(f"params.yaml: 'evaluate.input_size' must be 0 or a multiple of 32, got {self.input_size}")
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
@@ -58,12 +66,14 @@ def val_images(archive: WiderArchive, ground_truth: list[EvalImage]) -> Iterator
 
 
 def evaluate_detector(detect_many: DetectMany, archive: WiderArchive, coco_images: list[FilteredImage],
-                      out_dir: str | os.PathLike, images_to_draw: int = 6, desc: str = "evaluate") -> dict[str, float]:
+                      out_dir: str | os.PathLike, images_to_draw: int = 6, desc: str = "evaluate",
+                      extra_metrics: dict[str, float] | None = None) -> dict[str, float]:
     """Run `detect_many` over every val image of the official ground truth and write, under `out_dir`:
     predictions/ (submission layout), metrics.json, pr/{easy,medium,hard}.csv, pr_curves.png,
     recall_by_size.{csv,png}, detections.png. Returns the metrics.
 
     coco_images: the filtered val table (the faces COCO AP counts).
+    extra_metrics: written into metrics.json as they are (e.g. the input size scored at).
     """
     out_dir = Path(out_dir)
     ground_truth = archive.eval_ground_truth()
@@ -86,6 +96,7 @@ def evaluate_detector(detect_many: DetectMany, archive: WiderArchive, coco_image
     metrics = {f"wider_{subset}_ap": round(float(ap), 6) for subset, ap in result.ap.items()}
     metrics |= {f"coco_{name.lower()}": round(float(value), 6) for name, value in coco.items()}
     metrics["seconds_per_image"] = round(seconds_per_image, 5)
+    metrics |= extra_metrics or {}
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
     curves = {subset: (r.precision, r.recall) for subset, r in result.subsets.items()}

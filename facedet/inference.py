@@ -1,5 +1,7 @@
-"""Run the trained Keras detector on images: resize, predict, decode with the anchors, sigmoid,
-NMS, and map the boxes back to the original image.
+"""Run the trained Keras detector on images: resize (or letterbox, as its config says), predict,
+decode with the anchors, sigmoid, NMS, and map the boxes back to the original image. The detector
+can run at a larger square input than it was trained at (`input_size`): it is fully
+convolutional, and its anchors keep their pixel sizes (facedet.model.at_input_size).
 
 Detections are numpy float32 (K, 5) pixel `x, y, w, h, score` in the original image, sorted by
 score descending (what the official WIDER evaluation reads).
@@ -14,9 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from facedet.anchors import anchor_boxes
-from facedet.boxes import corners_to_pixel_xywh, decode_boxes
+from facedet.boxes import decode_boxes
 from facedet.input import resize_for_model
 from facedet.model import load_detector
+from facedet.tflite_runner import boxes_to_photo_xywh, fit_to_input
 
 
 def postprocess(box_encodings: tf.Tensor, class_logits: tf.Tensor, anchors: tf.Tensor, score_threshold: float,
@@ -41,10 +44,11 @@ class KerasDetector:
 
     >>> detector = KerasDetector("models/detector")
     >>> detections = detector.detect(image_uint8)  # (K, 5) pixel x, y, w, h, score
+    >>> at_640 = KerasDetector("models/detector", input_size=640)  # same weights, anchors in px kept
     """
 
-    def __init__(self, model_dir: str | os.PathLike):
-        self.model, self.config = load_detector(model_dir)
+    def __init__(self, model_dir: str | os.PathLike, input_size: int | None = None):
+        self.model, self.config = load_detector(model_dir, input_size)
         self.input_size = self.config.input_size
         self.anchors = tf.constant(anchor_boxes(self.config))
         self._predict = tf.function(lambda images: self.model(images, training=False), reduce_retracing=True)
@@ -59,15 +63,21 @@ class KerasDetector:
         """Several images (any sizes) in one forward pass; one (K, 5) array per image, as `detect`."""
         if not images:
             return []
-        batch = tf.stack([resize_for_model(np.asarray(im), self.input_size) for im in images])
+        size = (self.input_size, self.input_size)
+        if self.config.resize == "stretch":
+            batch = tf.stack([resize_for_model(np.asarray(im), self.input_size) for im in images])
+            extents = [np.asarray(im).shape[:2] for im in images]
+        else:
+            fitted = [fit_to_input(np.asarray(im), size, self.config.resize) for im in images]
+            batch = tf.cast(tf.stack([f[0] for f in fitted]), tf.float32)
+            extents = [f[1] for f in fitted]
         outputs = self._predict(batch)
         results = []
         for i, image in enumerate(images):
             boxes, scores = postprocess(outputs["box_encodings"][i], outputs["class_logits"][i], self.anchors,
                                         score_threshold, nms_iou, max_detections)
-            height, width = np.asarray(image).shape[:2]
-            xywh = corners_to_pixel_xywh(boxes.numpy(), height, width)
-            results.append(np.concatenate([xywh, scores.numpy()[:, None]], axis=1).astype(np.float32))
+            results.append(boxes_to_photo_xywh(boxes.numpy(), scores.numpy(), np.asarray(image).shape[:2],
+                                               extents[i]))
         return results
 
     def detect_many(self, images: Iterable[np.ndarray], batch_size: int = 16, **kwargs) -> Iterator[np.ndarray]:

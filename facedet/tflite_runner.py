@@ -3,10 +3,14 @@
 `TFLiteDetector(path).detect(image)` takes an original RGB uint8 (H, W, 3) image and returns
 numpy float32 (K, 5) pixel `x, y, w, h, score` in that image, sorted by score descending.
 
-Resize: plain bilinear to the model input, aspect not kept, half-pixel centres, no antialiasing:
-the same numbers as `tf.image.resize(image, size)` (method 'bilinear', antialias=False), which is
-what training uses; `resize_bilinear` is numpy only so the runner needs no TensorFlow when
-`ai_edge_litert` is installed. Boxes are normalised, so they map back to the original exactly.
+Resize (`RESIZE_MODES`): 'stretch', plain bilinear to the model input, aspect not kept, half-pixel
+centres, no antialiasing: the same numbers as `tf.image.resize(image, size)` (method 'bilinear',
+antialias=False), which is what training uses; or 'letterbox', the same resize keeping the aspect
+(longer side = input side), the photo at the top-left of a grey canvas: what a model trained on
+native-scale square crops (facedet.scale_crop) sees. `resize_bilinear` is numpy only so the runner
+needs no TensorFlow when `ai_edge_litert` is installed. Boxes are normalised, so they map back to
+the original exactly. The export stage records each file's resize mode in `export.json` beside it
+(`EXPORT_MANIFEST`), which the runner reads when not told.
 
 Outputs are found by their signature names (`OUTPUT_NAMES`), or, for files from other exporters
 (TF OD API: 'TFLite_Detection_PostProcess', ':1', ':2', ':3'), by tensor name and shape —
@@ -16,6 +20,7 @@ never by position: the interpreter lists them in an order of its own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -25,6 +30,9 @@ import numpy as np
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"  # the custom op every exported detector ends in
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+RESIZE_MODES = ("stretch", "letterbox")
+EXPORT_MANIFEST = "export.json"  # beside the exported files: {"models": [{"file", "input_size", "resize", ...}]}
+LETTERBOX_FILL = 128  # uint8 grey of the letterbox padding (~0 after the model's [-1, 1] normalisation)
 
 
 def interpreter_class():
@@ -114,10 +122,49 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-class TFLiteDetector:
-    """A face detector `.tflite` with uint8 input [1, H, W, 3] and the four post-process outputs."""
+def fit_to_input(image: np.ndarray, size: tuple[int, int], resize: str = "stretch"
+                 ) -> tuple[np.ndarray, tuple[float, float]]:
+    """uint8 (H, W, 3) photo -> (uint8 `size` (height, width) model input, (extent_h, extent_w)): the
+    photo px spanned by the whole input, so a normalised box maps back as `y * extent_h, x * extent_w`.
+    resize: 'stretch' (extent = the photo) or 'letterbox' (see the module docstring)."""
+    height, width = image.shape[:2]
+    if resize == "stretch":
+        return resize_bilinear(image, size), (float(height), float(width))
+    if resize != "letterbox":
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    ratio = min(size[0] / height, size[1] / width)
+    inner = (max(1, min(size[0], round(height * ratio))), max(1, min(size[1], round(width * ratio))))
+    canvas = np.full((*size, 3), LETTERBOX_FILL, np.uint8)
+    canvas[:inner[0], :inner[1]] = resize_bilinear(image, inner)
+    return canvas, (height * size[0] / inner[0], width * size[1] / inner[1])
 
-    def __init__(self, path: str | os.PathLike, num_threads: int = 1):
+
+def read_export_manifest(export_dir: str | os.PathLike) -> list[dict]:
+    """The entries of `<export_dir>/export.json`, one per exported file: {'file', 'variant' ('int8',
+    'float' at the trained size; 'int8_640' ... at the others), 'quantize', 'input_size', 'resize',
+    'trained_input_size'}. FileNotFoundError naming the file if there is none."""
+    manifest = Path(export_dir) / EXPORT_MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest} missing (run the export stage)")
+    return json.loads(manifest.read_text(encoding="utf-8"))["models"]
+
+
+def manifest_entry(path: str | os.PathLike) -> dict | None:
+    """The `export.json` entry of an exported file (None if there is no manifest or no entry)."""
+    path = Path(path)
+    if not (path.parent / EXPORT_MANIFEST).is_file():
+        return None
+    return next((e for e in read_export_manifest(path.parent) if e.get("file") == path.name), None)
+
+
+class TFLiteDetector:
+    """A face detector `.tflite` with uint8 input [1, H, W, 3] and the four post-process outputs.
+
+    resize: 'stretch' or 'letterbox' (see the module docstring); None: as the file's `export.json`
+    entry says, else 'stretch'.
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int = 1, resize: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such TFLite model")
@@ -133,6 +180,11 @@ class TFLiteDetector:
         if self._input["dtype"] != np.uint8 or len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
             raise ValueError(f"{self.path}: input is {np.dtype(self._input['dtype']).name} {shape}; "
                              "expected uint8 [1, H, W, 3] (an image detector exported by facedet.export)")
+        if resize is None:
+            resize = (manifest_entry(self.path) or {}).get("resize", "stretch")
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"{self.path}: resize must be one of {RESIZE_MODES}, got {resize!r}")
+        self.resize = resize
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -156,11 +208,20 @@ class TFLiteDetector:
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"detect() wants an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-        height, width = image.shape[:2]
-        boxes, scores = self.detect_normalised(resize_bilinear(image, self.input_size))
-        boxes = np.clip(boxes, 0.0, 1.0)
-        x1, y1 = boxes[:, 1] * width, boxes[:, 0] * height
-        w, h = (boxes[:, 3] - boxes[:, 1]) * width, (boxes[:, 2] - boxes[:, 0]) * height
-        dets = np.stack([x1, y1, w, h, scores], axis=1).astype(np.float32).reshape(-1, 5)
-        dets = dets[(dets[:, 2] > 0) & (dets[:, 3] > 0)]
-        return dets[np.argsort(-dets[:, 4], kind="stable")]
+        model_input, extent = fit_to_input(image, self.input_size, self.resize)
+        boxes, scores = self.detect_normalised(model_input)
+        return boxes_to_photo_xywh(boxes, scores, image.shape[:2], extent)
+
+
+def boxes_to_photo_xywh(boxes: np.ndarray, scores: np.ndarray, photo_size: tuple[int, int],
+                        extent: tuple[float, float]) -> np.ndarray:
+    """Normalised `[ymin, xmin, ymax, xmax]` (K, 4) on the model input + scores (K,) -> float32 (K, 5)
+    pixel `x, y, w, h, score` in the photo (clipped to it, empty boxes dropped), score-descending.
+    extent: from `fit_to_input`."""
+    height, width = photo_size
+    ext_h, ext_w = extent
+    y1, y2 = np.clip(boxes[:, 0] * ext_h, 0, height), np.clip(boxes[:, 2] * ext_h, 0, height)
+    x1, x2 = np.clip(boxes[:, 1] * ext_w, 0, width), np.clip(boxes[:, 3] * ext_w, 0, width)
+    dets = np.stack([x1, y1, x2 - x1, y2 - y1, scores], axis=1).astype(np.float32).reshape(-1, 5)
+    dets = dets[(dets[:, 2] > 0) & (dets[:, 3] > 0)]
+    return dets[np.argsort(-dets[:, 4], kind="stable")]

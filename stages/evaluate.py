@@ -1,9 +1,10 @@
 """Evaluate stage: score the trained Keras (float) detector on the val split.
 
 Reads  models/detector/, data/raw/WIDER_val.zip + eval_tools.zip (official ground truth),
-       data/interim/ (filtered val faces, for COCO AP); params `evaluate`.
-Writes reports/evaluate/: metrics.json, predictions/ (official submission layout), pr/*.csv,
-       pr_curves.png, recall_by_size.{csv,png}, detections.png.
+       data/interim/ (filtered val faces, for COCO AP); params `evaluate` (`input_size`: run the
+       model at a larger square input than it was trained at, anchors at the same pixel sizes).
+Writes reports/evaluate/: metrics.json (with the input size scored at), predictions/ (official
+       submission layout), pr/*.csv, pr_curves.png, recall_by_size.{csv,png}, detections.png.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from facedet.wider import WiderArchive
 def evaluate(params: EvaluateParams) -> dict[str, float]:
     from facedet.inference import KerasDetector
 
-    detector = KerasDetector("models/detector")
+    detector = KerasDetector("models/detector", input_size=params.input_size or None)
     return evaluate_detector(
         lambda images: detector.detect_many(images, score_threshold=params.score_threshold,
                                             nms_iou=params.nms_iou, max_detections=params.max_detections),
         WiderArchive("data/raw"), load_filtered("data/interim", "val"), "reports/evaluate",
-        images_to_draw=params.images_to_draw, desc="evaluate (keras)")
+        images_to_draw=params.images_to_draw, desc=f"evaluate (keras at {detector.input_size})",
+        extra_metrics={"input_size": detector.input_size})
 
 
 def main() -> None:

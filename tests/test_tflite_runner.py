@@ -3,13 +3,14 @@ returns pixel `x, y, w, h, score` rows in that photo, best first."""
 
 from __future__ import annotations
 
+import json
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from facedet.export import export_tflite
-from facedet.tflite_runner import TFLiteDetector
+from facedet.tflite_runner import EXPORT_MANIFEST, LETTERBOX_FILL, TFLiteDetector, fit_to_input
 from standin_detector import GRID, build_standin, face_image, standin_anchors
 
 
@@ -72,3 +73,28 @@ def test_wrong_inputs_give_clear_errors(anchor_box_model, tmp_path):
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(classifier).convert())
     with pytest.raises(ValueError, match="TFLite_Detection_PostProcess outputs"):
         TFLiteDetector(path)
+
+
+def test_letterbox_keeps_the_aspect_and_maps_boxes_back_to_the_photo(anchor_box_model):
+    """A model trained on native-scale crops sees photos letterboxed: a 128 x 256 photo fills the top
+    half of the square input at scale 1/4, and a bright 32 x 32 block comes back where it was."""
+    photo = face_image(np.random.default_rng(5), 32, 160, side=32, height=128, width=256)
+    fitted, extent = fit_to_input(photo, (64, 64), "letterbox")
+    assert fitted.shape == (64, 64, 3) and extent == (256.0, 256.0)
+    assert np.all(fitted[32:] == LETTERBOX_FILL)  # the padding below the photo
+    dets = TFLiteDetector(anchor_box_model, resize="letterbox").detect(photo)
+    # The block is cell (row 1, column 5) of the 8 px grid at 1/4 scale: its small anchor, in photo px.
+    np.testing.assert_allclose(dets[0, :4], [160, 32, 32, 32], atol=1e-3)
+
+
+def test_the_runner_takes_the_resize_mode_from_the_export_manifest(anchor_box_model, tmp_path):
+    shipped = tmp_path / anchor_box_model.name
+    shipped.write_bytes(anchor_box_model.read_bytes())
+    assert TFLiteDetector(shipped).resize == "stretch"  # no manifest: the plain resize
+    (tmp_path / EXPORT_MANIFEST).write_text(json.dumps({"models": [
+        {"file": shipped.name, "variant": "float", "quantize": "float", "input_size": 64, "resize": "letterbox",
+         "trained_input_size": 64}]}))
+    assert TFLiteDetector(shipped).resize == "letterbox"
+    assert TFLiteDetector(shipped, resize="stretch").resize == "stretch"
+    with pytest.raises(ValueError, match="resize must be one of"):
+        TFLiteDetector(shipped, resize="squash")

@@ -38,8 +38,7 @@ import numpy as np
 
 from facedet.atomic import atomic_path
 from facedet.boxes import SCALE_FACTORS
-from facedet.tflite_runner import (OUTPUT_NAMES, POSTPROCESS_OP, load_interpreter, quiet_interpreter_deprecation,
-                                   resize_bilinear)
+from facedet.tflite_runner import OUTPUT_NAMES, POSTPROCESS_OP, fit_to_input, load_interpreter, quiet_interpreter_deprecation
 
 log = logging.getLogger(__name__)
 
@@ -302,10 +301,10 @@ def export_tflite(
 
 
 def representative_images(tfrecord_paths: Iterable[str | os.PathLike], count: int,
-                          input_size: int | tuple[int, int]) -> Iterator[np.ndarray]:
+                          input_size: int | tuple[int, int], resize: str = "stretch") -> Iterator[np.ndarray]:
     """`count` images spread evenly over the TFRecords (every k-th record, shards in sorted name
-    order), decoded and resized to the model input with the runner's plain bilinear resize:
-    uint8 (H, W, 3) each. Spread, because the first records of sorted WIDER shards all come from
+    order), decoded and fitted to the model input as the runner does (`resize`: 'stretch' or
+    'letterbox', see facedet.tflite_runner): uint8 (H, W, 3) each. Spread, because the first records of sorted WIDER shards all come from
     the first events (0--Parade), which would calibrate narrow activation ranges.
 
     Deterministic: no shuffling, so the same shards always calibrate the same way.
@@ -325,5 +324,5 @@ def representative_images(tfrecord_paths: Iterable[str | os.PathLike], count: in
     dataset = tf.data.TFRecordDataset(paths).shard(stride, 0).take(count).map(parse_example)
     for example in dataset:
         image = tf.io.decode_image(example["image/encoded"], channels=3, expand_animations=False).numpy()
-        yield resize_bilinear(image, size)
+        yield fit_to_input(image, size, resize)[0]
 

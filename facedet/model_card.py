@@ -2,10 +2,11 @@
 
 `build_model_card(...)` gathers, as one JSON-able dict:
 - the model: architecture, preset and resolved detector config (`detector.json`), labels;
-- each exported .tflite: size (KB), sha256, input shape/dtype and format, the four outputs,
-  the packed metadata, median invoke latency on this machine (1 thread);
+- each exported .tflite: size (KB), sha256, input shape/dtype and format (stretch or letterbox),
+  the four outputs, the packed metadata, median invoke latency on this machine (1 thread);
 - metrics: the float Keras model (reports/evaluate/metrics.json) and the shipped .tflite files
-  (reports/evaluate_tflite/metrics.json: int8, float, int8 - float);
+  (reports/evaluate_tflite/metrics.json: int8, float, int8 - float, and the same at each extra
+  export size), with the input size each was scored at;
 - lineage: the git commit (and whether the work tree differs from it), the dataset source and the
   DVC hashes of data/raw and data/tfrecords as recorded in dvc.lock, every param of params.yaml.
 
@@ -40,8 +41,12 @@ OUTPUTS_CONTRACT = {
     "detection_scores": "float32 [1, N] sigmoid score, descending ('score')",
     "num_detections": "float32 [1] number of valid rows N' <= N ('number of detections')",
 }
-INPUT_FORMAT = ("RGB uint8 pixels 0..255, the whole image resized to the input (plain bilinear, aspect not "
-                "kept); normalisation to [-1, 1] happens inside the model (metadata: mean 127.5, std 127.5)")
+INPUT_FORMATS = {
+    "stretch": "RGB uint8 pixels 0..255, the whole image resized to the input (plain bilinear, aspect not kept)",
+    "letterbox": "RGB uint8 pixels 0..255, the whole image resized to fit the input with its aspect kept (plain "
+                 "bilinear, longer side = input side), at the top-left of a grey (128) canvas",
+}
+NORMALISATION = "normalisation to [-1, 1] happens inside the model (metadata: mean 127.5, std 127.5)"
 DATASET_SOURCES = {
     "embedded": "embedded synthetic dataset generated offline in the official WIDER FACE layout (facedet.embedded)",
     "widerface": "WIDER FACE (shuoyang1213.me/WIDERFACE; licence CC BY-NC-ND 4.0 via the HuggingFace mirror)",
@@ -108,9 +113,10 @@ def median_invoke_ms(model_path: str | os.PathLike, num_threads: int = 1, runs: 
 def tflite_facts(model_path: str | os.PathLike, latency_runs: int = 50) -> dict[str, Any]:
     """Size, hash, input, outputs, packed metadata and 1-thread latency of an exported detector."""
     from facedet.tflite_metadata import MetadataWriterUnavailable, read_detector_metadata
-    from facedet.tflite_runner import load_interpreter
+    from facedet.tflite_runner import load_interpreter, manifest_entry
 
     path = Path(model_path)
+    resize = (manifest_entry(path) or {}).get("resize", "stretch")
     interpreter, outputs = load_interpreter(path)
     (inp,) = interpreter.get_input_details()
     try:
@@ -124,7 +130,8 @@ def tflite_facts(model_path: str | os.PathLike, latency_runs: int = 50) -> dict[
         "path": str(path),
         "size_kb": round(path.stat().st_size / 1024, 1),
         "sha256": sha256_of(path),
-        "input": {"shape": [int(v) for v in inp["shape"]], "dtype": inp["dtype"].__name__, "format": INPUT_FORMAT},
+        "input": {"shape": [int(v) for v in inp["shape"]], "dtype": inp["dtype"].__name__, "resize": resize,
+                  "format": f"{INPUT_FORMATS[resize]}; {NORMALISATION}"},
         "outputs": {name: {"shape": [int(v) for v in d["shape"]], "dtype": d["dtype"].__name__}
                     for name, d in outputs.items()},
         "metadata": metadata,
@@ -155,7 +162,8 @@ def build_model_card(*, params: Mapping[str, Any], detector_config: Mapping[str,
                      keras_metrics: Mapping[str, Any] | None, tflite_metrics: Mapping[str, Any] | None,
                      lock_path: str | os.PathLike = "dvc.lock", repo: str | os.PathLike = ".",
                      latency_runs: int = 50) -> dict[str, Any]:
-    """The card as a JSON-able dict (see the module docstring). tflite_files: {'int8': path, 'float': path}."""
+    """The card as a JSON-able dict (see the module docstring). tflite_files: {variant: path}, variants
+    'int8', 'float' (trained input size) and 'int8_<size>', 'float_<size>' (other export sizes)."""
     source = (params.get("data") or {}).get("source", "unknown")
     return {
         "model": {
@@ -191,10 +199,18 @@ def _fmt(value: Any) -> str:
 def _metrics_table(card: Mapping[str, Any]) -> list[str]:
     keras_metrics = card["metrics"].get("keras_float") or {}
     tflite = card["metrics"].get("tflite") or {}
-    columns = [("Keras float", keras_metrics), ("TFLite float", tflite.get("float") or {}),
-               ("TFLite int8 (shipped)", tflite.get("int8") or {}),
-               ("int8 - float", tflite.get("int8_minus_float") or {})]
-    names = list(dict.fromkeys(k for _, m in columns for k in m))
+    keras_size = keras_metrics.get("input_size")
+    columns = [(f"Keras float{f' at {keras_size}' if keras_size else ''}", keras_metrics)]
+    # Per export size ('' = the trained size, then '_640' ...): float, int8 (shipped), int8 - float.
+    suffixes = dict.fromkeys(v[len("int8"):] for v in tflite if v.startswith("int8") and
+                             not v.startswith("int8_minus_float"))
+    for suffix in suffixes:
+        for name, variant in (("TFLite float", f"float{suffix}"), ("TFLite int8 (shipped)", f"int8{suffix}")):
+            metrics = tflite.get(variant) or {}
+            columns.append((f"{name} `{metrics['file']}`" if "file" in metrics else name, metrics))
+        columns.append((f"int8 - float{f' at {suffix[1:]}' if suffix else ''}",
+                        tflite.get(f"int8_minus_float{suffix}") or {}))
+    names = list(dict.fromkeys(k for _, m in columns for k in m if k not in ("file", "resize")))
     if not names:
         return ["No metrics yet (run the evaluate and evaluate_tflite stages)."]
     lines = ["| metric | " + " | ".join(c for c, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
@@ -205,8 +221,6 @@ def _metrics_table(card: Mapping[str, Any]) -> list[str]:
 def render_markdown(card: Mapping[str, Any]) -> str:
     """The card as Markdown (models/model_card.md)."""
     model, files, data, code = card["model"], card["files"], card["data"], card["code"]
-    some = next(iter(files.values()), None)
-    size = some["input"]["shape"] if some else None
     lines = [
         f"# Model card: {model['name']} {model['version']}", "",
         f"{model['architecture']}, preset `{model['preset']}`, detecting faces (one class, `face`) in RGB images. "
@@ -218,15 +232,19 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     ]
     for variant, f in files.items():
         shape = "x".join(str(v) for v in f["input"]["shape"])
-        lines.append(f"| {variant} | `{f['path']}` | {f['size_kb']} | {f['input']['dtype']} {shape} | "
-                     f"{_fmt(f['latency_ms_1_thread'])} | `{f['sha256'][:16]}…` |")
+        lines.append(f"| {variant} | `{f['path']}` | {f['size_kb']} | {f['input']['dtype']} {shape} "
+                     f"{f['input'].get('resize', 'stretch')} | {_fmt(f['latency_ms_1_thread'])} | `{f['sha256'][:16]}…` |")
     lines += ["", "Latency: median of `invoke()` (whole graph, post-process included), measured on "
               f"{card['measured_on']}.",
               "", "## Input and outputs", "",
-              f"- Input `image`: {'x'.join(map(str, size)) if size else 'n/a'}, {INPUT_FORMAT}.",
+              *[f"- Input `image` of `{Path(f['path']).name}`: {'x'.join(map(str, f['input']['shape']))}, "
+                f"{f['input']['format']}." for f in files.values()],
               *[f"- `{name}`: {text}" for name, text in model["outputs"].items()],
               "- Boxes map back to the original image by scaling with its width and height.",
-              "", "## Metrics (val split, official WIDER FACE protocol and COCO AP)", "", *_metrics_table(card), "",
+              "", "## Metrics (val split, official WIDER FACE protocol and COCO AP)", "",
+              "Each column is one model scored as it is shipped, at the input size in its `input_size` row "
+              "(the .tflite files: their own fixed input; the Keras model: `evaluate.input_size`).", "",
+              *_metrics_table(card), "",
               "## Data", "", f"- Source: `{data['source']}`: {data['description']}."]
     dvc = data["dvc"]
     if not dvc["found"]:

@@ -1,10 +1,13 @@
-"""Evaluate the shipped models: score the int8 and float .tflite files with the same evaluator.
+"""Evaluate the shipped models: score every exported .tflite file as it is, with the same evaluator.
 
-Reads  models/export/face_detector_{int8,float}.tflite, data/raw/WIDER_val.zip + eval_tools.zip,
-       data/interim/ (filtered val faces); params `evaluate` (only images_to_draw: the .tflite
-       files carry their own score threshold, NMS and max detections, set at export).
-Writes reports/evaluate_tflite/metrics.json ({"int8": …, "float": …, "int8_minus_float": …}),
-       int8/ and float/ (predictions, PR curves, drawn detections).
+Reads  models/export/export.json (each file's quantization, input size and resize mode) and the
+       files it lists, data/raw/WIDER_val.zip + eval_tools.zip, data/interim/ (filtered val faces);
+       params `evaluate` (only images_to_draw: the .tflite files carry their own score threshold,
+       NMS and max detections, set at export).
+Writes reports/evaluate_tflite/metrics.json: per file variant ("int8", "float" at the trained
+       input size; "int8_<size>", "float_<size>" at the other export sizes) its metrics with the
+       file and input size scored, and "int8_minus_float[_<size>]"; int8/ and float/ (predictions,
+       PR curves, drawn detections at the trained size), sizes/<variant>/ for the other sizes.
 """
 
 from __future__ import annotations
@@ -19,20 +22,29 @@ from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderArchive
 
 REPORTS = "reports/evaluate_tflite"
+EXPORT_DIR = "models/export"
 
 
 def evaluate_tflite(params: EvaluateParams) -> dict[str, dict[str, float]]:
-    from facedet.tflite_runner import TFLiteDetector
+    from facedet.tflite_runner import TFLiteDetector, read_export_manifest
 
+    entries = read_export_manifest(EXPORT_DIR)
     archive, coco_images = WiderArchive("data/raw"), load_filtered("data/interim", "val")
-    metrics = {}
-    for quantize in ("int8", "float"):
-        detector = TFLiteDetector(f"models/export/face_detector_{quantize}.tflite")
-        metrics[quantize] = evaluate_detector(lambda images: map(detector.detect, images), archive, coco_images,
-                                              f"{REPORTS}/{quantize}", images_to_draw=params.images_to_draw,
-                                              desc=f"evaluate ({quantize} tflite)")
-    metrics["int8_minus_float"] = {key: round(value - metrics["float"][key], 6)
-                                   for key, value in metrics["int8"].items() if key.endswith("_ap")}
+    metrics: dict[str, dict] = {}
+    for entry in entries:
+        variant = entry["variant"]
+        detector = TFLiteDetector(f"{EXPORT_DIR}/{entry['file']}", resize=entry["resize"])
+        out_dir = f"{REPORTS}/{variant}" if variant in ("int8", "float") else f"{REPORTS}/sizes/{variant}"
+        metrics[variant] = evaluate_detector(
+            lambda images: map(detector.detect, images), archive, coco_images, out_dir,
+            images_to_draw=params.images_to_draw, desc=f"evaluate ({entry['file']})",
+            extra_metrics={"input_size": entry["input_size"]}) | {"file": entry["file"], "resize": entry["resize"]}
+    for variant in [v for v in metrics if v.startswith("int8")]:
+        float_metrics = metrics.get("float" + variant[len("int8"):])
+        if float_metrics:
+            metrics["int8_minus_float" + variant[len("int8"):]] = {
+                key: round(value - float_metrics[key], 6) for key, value in metrics[variant].items()
+                if key.endswith("_ap")}
     write_text_atomic(f"{REPORTS}/metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -1,15 +1,20 @@
-"""Export stage: trained detector -> int8 and float TFLite face detectors for mobile.
+"""Export stage: trained detector -> int8 and float TFLite face detectors, at each input size asked for.
 
 Reads  models/detector/ (model.keras, detector.json) and data/tfrecords/train.record-* (calibration),
-writes models/export/ atomically: face_detector_int8.tflite, face_detector_float.tflite (both with
-TFLite model metadata: label file, normalisation; MediaPipe / Task Library load them as they are)
-and labels.txt.
+writes models/export/ atomically: face_detector_int8.tflite, face_detector_float.tflite at the
+trained input size (the phone model), face_detector_{int8,float}_<size>.tflite at each other size of
+`export.input_sizes` (the same weights rebuilt at that square input, anchors at the same pixel
+sizes: facedet.model.at_input_size), every file with TFLite model metadata (label file,
+normalisation; MediaPipe / Task Library load them as they are), labels.txt, and export.json: each
+file's quantization, input size and resize mode (stretch / letterbox), which the runner and the
+evaluate_tflite stage read.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facedet.atomic import atomic_path
-from facedet.params import exit_on_bad_params, field_range, load_section
+from facedet.params import ParamsError, exit_on_bad_params, field_range, load_section
 
 LABELS = ["face"]  # 0-based class ids of the TFLite outputs
 
@@ -31,14 +36,30 @@ class ExportParams:
     score_threshold: float = field_range(0.0, 0.99, default=0.02)
     nms_iou: float = field_range(0.01, 1.0, default=0.4)
     use_regular_nms: bool = False
+    input_sizes: tuple[int, ...] = ()  # square input sizes (px, multiples of 32) besides the trained one
+
+    def __post_init__(self) -> None:
+        bad = [size for size in self.input_sizes if size < 32 or size % 32]
+        if bad:
+            raise ParamsError(f"params.yaml: 'export.input_sizes' must be multiples of 32 (>= 32), got {bad}")
+
+
+RESIZE_TEXT = {"stretch": "plain resize, aspect not kept",
+               "letterbox": "letterbox: aspect kept, photo at the top-left, grey padding"}
+
+
+def variant_name(quantize: str, input_size: int, trained_size: int) -> str:
+    """'int8' / 'float' at the trained input size (the phone model), 'int8_640' etc. at the others;
+    the file is face_detector_<variant>.tflite."""
+    return quantize if input_size == trained_size else f"{quantize}_{input_size}"
 
 
 def metadata_description(config, params: ExportParams, quantize: str) -> str:
-    """The model description packed into the .tflite metadata."""
+    """The model description packed into the .tflite metadata (`config` at the file's input size)."""
     nms = "regular" if params.use_regular_nms else "fast"
     weights = "int8 (post-training full-integer quantization), uint8 input" if quantize == "int8" else "float32"
     return (f"SSD MobileNetV2 (alpha {config.alpha}) face detector, input {config.input_size}x{config.input_size} "
-            f"RGB uint8 (plain resize, aspect not kept); {weights}; ends in TFLite_Detection_PostProcess: "
+            f"RGB uint8 ({RESIZE_TEXT[config.resize]}); {weights}; ends in TFLite_Detection_PostProcess: "
             f"up to {params.max_detections} faces, score >= {params.score_threshold}, {nms} NMS at IoU "
             f"{params.nms_iou}; boxes normalised [ymin, xmin, ymax, xmax], class 0 = face.")
 
@@ -49,28 +70,40 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     from facedet import __version__
     from facedet.anchors import DetectorConfig, anchor_boxes
     from facedet.export import export_tflite, representative_images, verify_tflite
+    from facedet.model import at_input_size
     from facedet.tflite_metadata import write_detector_metadata, writer_unavailable_reason
+    from facedet.tflite_runner import EXPORT_MANIFEST
 
     if reason := writer_unavailable_reason():  # fail before minutes of conversion, not after
         raise SystemExit(f"export: {reason}")
-    config = DetectorConfig.from_json(model_dir / "detector.json")
-    model = keras.models.load_model(model_dir / "model.keras", compile=False)
+    trained = DetectorConfig.from_json(model_dir / "detector.json")
+    trained_model = keras.models.load_model(model_dir / "model.keras", compile=False)
     shards = sorted(glob.glob(str(tfrecord_dir / "train.record-*-of-*")))
     if not shards:
         raise SystemExit(f"export: no {tfrecord_dir}/train.record-* shards (run the shard stage)")
-    images = list(tqdm(representative_images(shards, params.representative_images, config.input_size),
-                       total=params.representative_images, desc="calibration images", unit="img"))
+    sizes = list(dict.fromkeys([trained.input_size, *params.input_sizes]))
+    manifest = []
     with atomic_path(out_dir, is_dir=True) as tmp:
-        for quantize in tqdm(("int8", "float"), desc="convert", unit="model"):
-            path = export_tflite(model, anchor_boxes(config), images, tmp / f"face_detector_{quantize}.tflite",
-                                 quantize=quantize, max_detections=params.max_detections,
-                                 score_threshold=params.score_threshold, iou_threshold=params.nms_iou,
-                                 use_regular_nms=params.use_regular_nms)
-            write_detector_metadata(path, LABELS, name=f"facedet face detector ({quantize})", version=__version__,
-                                    description=metadata_description(config, params, quantize), author="facedet")
-            verify_tflite(path, quantize, images[:2], keras_model=model, score_threshold=params.score_threshold)
-            tqdm.write(f"{out_dir / path.name}: {path.stat().st_size / 1024:.0f} KiB")
+        for size in sizes:
+            model, config = at_input_size(trained_model, trained, size)
+            images = list(tqdm(representative_images(shards, params.representative_images, size, config.resize),
+                               total=params.representative_images, desc=f"calibration images at {size}", unit="img"))
+            for quantize in tqdm(("int8", "float"), desc=f"convert at {size}", unit="model"):
+                variant = variant_name(quantize, size, trained.input_size)
+                name = f"face_detector_{variant}.tflite"
+                path = export_tflite(model, anchor_boxes(config), images, tmp / name,
+                                     quantize=quantize, max_detections=params.max_detections,
+                                     score_threshold=params.score_threshold, iou_threshold=params.nms_iou,
+                                     use_regular_nms=params.use_regular_nms)
+                write_detector_metadata(path, LABELS, name=f"facedet face detector ({quantize}, {size}x{size})",
+                                        version=__version__, author="facedet",
+                                        description=metadata_description(config, params, quantize))
+                verify_tflite(path, quantize, images[:2], keras_model=model, score_threshold=params.score_threshold)
+                manifest.append({"file": name, "variant": variant, "quantize": quantize, "input_size": size, "resize": config.resize,
+                                 "trained_input_size": trained.input_size})
+                tqdm.write(f"{out_dir / path.name}: {path.stat().st_size / 1024:.0f} KiB")
         (tmp / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+        (tmp / EXPORT_MANIFEST).write_text(json.dumps({"models": manifest}, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """Model card stage: what the shipped face detector is, its metrics, and the data/params/code it came from.
 
-Reads  models/export/face_detector_{int8,float}.tflite (size, hash, input, outputs, metadata,
-       1-thread latency), models/detector/detector.json (resolved preset), configs/<preset>.yaml,
+Reads  models/export/export.json and the .tflite files it lists (size, hash, input, resize mode,
+       outputs, metadata, 1-thread latency), models/detector/detector.json (resolved preset), configs/<preset>.yaml,
        reports/evaluate/metrics.json (Keras float), reports/evaluate_tflite/metrics.json (shipped
        .tflite), params.yaml (every section), dvc.lock (the md5 of data/raw and data/tfrecords as
        recorded) and `git rev-parse HEAD` (+ a dirty flag).
@@ -19,13 +19,14 @@ from pathlib import Path
 from facedet.atomic import write_text_atomic
 from facedet.model_card import build_model_card, load_inputs, read_json_if_present, write_model_card
 from facedet.params import exit_on_bad_params
+from facedet.tflite_runner import read_export_manifest
 
 MODEL_METRICS = Path("reports/model.json")
 
 
 def model_card(export_dir: Path, model_dir: Path, out_dir: Path, latency_runs: int) -> dict:
     inputs = load_inputs("params.yaml", model_dir, "configs")
-    files = {q: export_dir / f"face_detector_{q}.tflite" for q in ("int8", "float")}
+    files = {e["variant"]: export_dir / e["file"] for e in read_export_manifest(export_dir)}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise SystemExit(f"model_card: {', '.join(missing)} missing (run the export stage)")

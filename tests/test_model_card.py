@@ -97,7 +97,7 @@ def test_the_markdown_shows_metrics_lineage_and_params(project, tflite_files):
     assert "preset: tiny_64" in text  # params.yaml, as YAML
     for variant in ("int8", "float"):
         size_kb = card["files"][variant]["size_kb"]
-        assert f"| {variant} | `{tflite_files[variant]}` | {size_kb} | uint8 1x64x64x3 |" in text
+        assert f"| {variant} | `{tflite_files[variant]}` | {size_kb} | uint8 1x64x64x3 stretch |" in text
 
 
 def test_uncommitted_changes_and_missing_lineage_are_said(project, tflite_files, tmp_path_factory):
@@ -121,11 +121,27 @@ def test_the_stage_writes_models_model_card(project, tflite_files, monkeypatch, 
     (project / "reports" / "evaluate").mkdir(parents=True)
     (project / "reports" / "evaluate" / "metrics.json").write_text(json.dumps(KERAS))
     export_dir = tflite_files["int8"].parent
+    (export_dir / "export.json").write_text(json.dumps({"models": [
+        {"file": path.name, "variant": q, "quantize": q, "input_size": 64, "resize": "stretch",
+         "trained_input_size": 64} for q, path in tflite_files.items()]}))
     model_card_stage(["--export-dir", str(export_dir), "--latency-runs", "2"])
     card = json.loads((project / "models" / "model_card.json").read_text())
     assert card["metrics"] == {"keras_float": KERAS, "tflite": None}  # evaluate_tflite not run here
     assert card["data"]["dvc"]["outs"]["data/raw"]["md5"] == "aaa111.dir"
     assert (project / "models" / "model_card.md").read_text().startswith("# Model card")
     assert "wrote models/model_card.md" in capsys.readouterr().out
+    (export_dir / "export.json").unlink()
     with pytest.raises(SystemExit, match="run the export stage"):
         model_card_stage(["--export-dir", str(project / "nowhere")])
+
+
+def test_the_card_says_which_file_was_scored_at_which_input(project, tflite_files):
+    at_640 = {**TFLITE["int8"], "file": "face_detector_int8_640.tflite", "input_size": 640, "resize": "letterbox"}
+    metrics = {**TFLITE, "int8_640": at_640, "float_640": {**at_640, "file": "face_detector_float_640.tflite"},
+               "int8_minus_float_640": {"wider_easy_ap": 0.0}}
+    text = render_markdown(card_for(project, tflite_files, tflite_metrics=metrics,
+                                    keras_metrics={**KERAS, "input_size": 1024}))
+    header = next(line for line in text.splitlines() if line.startswith("| metric |"))
+    assert "Keras float at 1024" in header and "TFLite int8 (shipped) `face_detector_int8_640.tflite`" in header
+    assert "int8 - float at 640" in header
+    assert "| input_size | 1024 |" in text and "| 640 |" in text

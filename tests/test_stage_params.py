@@ -31,6 +31,10 @@ BAD_PARAMS = [
     ("evaluate", "evaluate.nms_iou", 1.5, "'evaluate.nms_iou' must be <= 1.0, got 1.5"),
     ("evaluate_tflite", "evaluate.images_to_draw", -1, "'evaluate.images_to_draw' must be >= 1, got -1"),
     ("export", "export.use_regular_nms", "yes", "'export.use_regular_nms' must be true or false, got 'yes'"),
+    ("export", "export.input_sizes", [640, 500], "'export.input_sizes' must be multiples of 32 (>= 32), got [500]"),
+    ("evaluate", "evaluate.input_size", 650, "'evaluate.input_size' must be 0 or a multiple of 32, got 650"),
+    ("train", "train.augment.scale_crop_min", 3.0,
+     "'train.augment.scale_crop_min' (3.0) must be <= 'train.augment.scale_crop_max' (1.6)"),
 ]
 
 # shard and train import TensorFlow before they can read their section (their params classes live
@@ -103,7 +107,9 @@ SWEEPS = ["data.source=widerface", "data.embedded.train_images=2000", "data.embe
           "model.preset=ssd_mobilenet_v2_256", "train.steps=3000", "train.batch_size=32",
           "train.learning_rate=1e-3", "train.weight_decay=0", "train.optimizer=rmsprop",
           "train.backbone_weights=imagenet", "train.loss.classification=focal", "train.augment.flip=0",
-          "train.augment.zoom_out_max=2", "evaluate.score_threshold=0.05", "evaluate.nms_iou=0.45",
+          "train.augment.zoom_out_max=2", "train.augment.scale_crop=1.0", "train.augment.scale_crop_max=2",
+          "model.preset=ssd_mobilenet_v2_native_256", "evaluate.input_size=640",
+          "evaluate.score_threshold=0.05", "evaluate.nms_iou=0.45",
           "export.max_detections=50", "export.use_regular_nms=true"]
 
 

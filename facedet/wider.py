@@ -14,12 +14,13 @@ An image with no faces has count `0` followed by one dummy line of ten zeros.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
 import threading
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -383,6 +384,15 @@ def zip_bytes(members: Mapping[str, bytes], compress: bool) -> bytes:
         for name in sorted(members):
             zf.writestr(_fixed_info(name, compress), members[name], compresslevel=6 if compress else None)
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def stored_zip_writer(path: str | os.PathLike, mode: str = "w") -> Iterator[Callable[[str, bytes], None]]:
+    """Yield add(name, data), which writes one member stored (no compression) with fixed date and
+    permissions to the zip at `path` (mode "w": a new zip, "a": appended after its members), so the same
+    calls give the same bytes. Names are checked (WiderFormatError on an unsafe one)."""
+    with zipfile.ZipFile(path, mode) as out:
+        yield lambda name, data: out.writestr(_fixed_info(name, False), data)
 
 
 def repack_stored(src: str | os.PathLike, dst: str | os.PathLike, progress: Any = None) -> int:

@@ -3,7 +3,9 @@
 `data.source: embedded` generates the embedded dataset offline; `widerface` downloads the real
 archives from the mirrors in `data.widerface` (verified by size and sha256; resumable partial files
 in data/downloads/, outside DVC). Files with no published checksum are pinned on first download in
-data/widerface.lock.json: commit that file.
+data/widerface.lock.json: commit that file. `local` reads a WIDERFace copy already on disk
+(`data.local.path`: the official archives or the same tree unpacked; see facedet.local_wider) and
+records the sha256 of what it read in data/raw/sources.json.
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ import time
 from tqdm import tqdm
 
 from facedet.atomic import atomic_path
-from facedet.download import DataParams, DownloadError, fetch_widerface
+from facedet.data_sources import DataParams, write_sources_json
+from facedet.download import DownloadError, fetch_widerface
 from facedet.embedded import write_embedded_dataset
+from facedet.local_wider import write_local_wider
 from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderFormatError
 
 RAW_DIR = "data/raw"
 DOWNLOAD_DIR = "data/downloads"
 HASH_LOCK = "data/widerface.lock.json"
+
+
+def say(line: str) -> None:
+    print(f"fetch: {line}")
 
 
 def fetch(params: DataParams) -> None:
@@ -32,9 +40,14 @@ def fetch(params: DataParams) -> None:
                 atomic_path(RAW_DIR, is_dir=True) as tmp:
             counts = write_embedded_dataset(emb, tmp, progress=bar.update)
         print(f"fetch: embedded dataset in {RAW_DIR}/: {counts} ({time.monotonic() - start:.1f} s)")
+    elif params.source == "local":
+        say(f"WIDERFace copy in {params.local.path}")
+        with atomic_path(RAW_DIR, is_dir=True) as tmp:
+            record = write_local_wider(params.local.path, tmp, report=say)
+            write_sources_json(tmp, {"source": "local", "local": record})
+        print(f"fetch: {RAW_DIR}/ built from {params.local.path} ({time.monotonic() - start:.1f} s)")
     else:
-        fetch_widerface(params.widerface, RAW_DIR, DOWNLOAD_DIR, HASH_LOCK,
-                        report=lambda line: print(f"fetch: {line}"))
+        fetch_widerface(params.widerface, RAW_DIR, DOWNLOAD_DIR, HASH_LOCK, report=say)
         print(f"fetch: WIDERFace archives verified in {RAW_DIR}/ ({time.monotonic() - start:.1f} s)")
 
 

@@ -1,5 +1,5 @@
-"""params.yaml `data`: where the fetch stage gets its faces (one main source) and what it writes
-about them in data/raw/sources.json."""
+"""params.yaml `data`: where the fetch stage gets its faces (one main source, plus extra training
+sources) and what it writes about them in data/raw/sources.json."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from facedet.download import WiderfaceParams
 from facedet.embedded import EmbeddedParams
+from facedet.extra_train import ExtraSource, check_extra_sources
 from facedet.local_wider import SOURCES_JSON, LocalParams
 
 
@@ -21,6 +22,10 @@ class DataParams:
     embedded: EmbeddedParams = field(default_factory=EmbeddedParams)
     widerface: WiderfaceParams = field(default_factory=WiderfaceParams)
     local: LocalParams = field(default_factory=LocalParams)
+    extra_train: dict[str, ExtraSource] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_extra_sources(self.extra_train)
 
 
 def write_sources_json(raw_dir: Path, record: dict[str, Any]) -> None:

@@ -236,6 +236,16 @@ def _member_hashes(path: Path) -> dict[str, str]:
                 for info in archive.infolist() if not info.filename.endswith("/")}
 
 
+def index_paths(names: list[str], extra_dir: str | Path = EXTRA_DIR) -> dict[str, Path]:
+    """name -> data/extra/<name>.zip of each source; AnnotationError for one not indexed yet (checked
+    before fetch builds the main source, which can take minutes)."""
+    paths = {name: Path(extra_dir) / f"{name}.zip" for name in sorted(names)}
+    for name, path in paths.items():
+        if not path.is_file():
+            raise AnnotationError(f"{path}: missing: the extra_train@{name} stage writes it (run dvc repro)")
+    return paths
+
+
 def add_extra_train(raw_dir: Path, names: list[str], main_source: str, extra_dir: str | Path = EXTRA_DIR,
                     report: Callable[[str], object] = lambda line: None) -> dict[str, Any]:
     """Append the indexed extra sources `names` (data/extra/<name>.zip) to the train split of the
@@ -252,10 +262,7 @@ def add_extra_train(raw_dir: Path, names: list[str], main_source: str, extra_dir
     gt_parts = [train_gt if train_gt.endswith("\n") or not train_gt else train_gt + "\n"]
     summaries = {}
     with stored_zip_writer(raw_dir / IMAGES_ZIP["train"], mode="a") as add:
-        for name in sorted(names):
-            index = Path(extra_dir) / f"{name}.zip"
-            if not index.is_file():
-                raise AnnotationError(f"{index}: missing: the extra_train@{name} stage writes it (run dvc repro)")
+        for name, index in index_paths(names, extra_dir).items():
             if name in main_events:
                 raise AnnotationError(f"data.extra_train.{name}: '{name}' is also an event of the {main_source} "
                                       "train split: give the source another name")

@@ -21,7 +21,7 @@ from facedet.atomic import atomic_path
 from facedet.data_sources import DataParams, write_sources_json
 from facedet.download import DownloadError, fetch_widerface
 from facedet.embedded import write_embedded_dataset
-from facedet.extra_train import EXTRA_DIR, add_extra_train
+from facedet.extra_train import EXTRA_DIR, add_extra_train, index_paths
 from facedet.local_wider import write_local_wider
 from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderFormatError
@@ -37,6 +37,7 @@ def say(line: str) -> None:
 
 def fetch(params: DataParams) -> None:
     start = time.monotonic()
+    index_paths(list(params.extra_train), EXTRA_DIR)
     with atomic_path(RAW_DIR, is_dir=True) as tmp:
         record: dict = {"source": params.source}
         if params.source == "embedded":

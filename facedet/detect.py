@@ -7,7 +7,9 @@ For each image it writes DIR/<image stem>.json
 
 (boxes in pixels of the image as stored, after its EXIF orientation is applied; best first; only
 faces with score >= --score-threshold) and DIR/<image stem>.jpg with those boxes drawn.
-A directory is read one level deep (.jpg, .jpeg, .png, .bmp, .webp, sorted by name).
+A directory is read one level deep (.jpg, .jpeg, .png, .bmp, .webp, sorted by name); with --recursive
+its whole tree, and each image's outputs keep its path relative to that directory
+(photos/2024/beach.jpg -> DIR/2024/beach.json, DIR/2024/beach.jpg), as WIDER's event folders need.
 
 The model is any `.tflite` from `facedet.export` (uint8 input [1, H, W, 3], TFLite_Detection_PostProcess
 outputs); images are resized to its input as in training (plain resize, aspect not kept).
@@ -50,26 +52,38 @@ class ImageFaces:
                           for row in self.faces]}
 
 
-def list_images(image_or_dir: str | os.PathLike) -> list[Path]:
-    """The image itself, or the images directly inside a directory (by suffix, sorted by name).
+def output_name(image: Path, root: Path | None) -> Path:
+    """Where an image's outputs go under the output directory, without suffix: its path relative to
+    `root` (the directory given) or, for an image given alone, its stem."""
+    return image.relative_to(root).with_suffix("") if root is not None else Path(image.stem)
+
+
+def list_images(image_or_dir: str | os.PathLike, recursive: bool = False) -> list[Path]:
+    """The image itself, or the images inside a directory (by suffix; directly inside it, or anywhere
+    in its tree with `recursive`), sorted by relative path; hidden files and folders are skipped.
 
     Raises FileNotFoundError for a missing path, ValueError for a directory without images or
-    with two images of the same stem (their outputs would overwrite each other).
+    with two images whose outputs would overwrite each other (same stem in the same folder).
     """
     path = Path(image_or_dir)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such image or directory")
-    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = path.rglob("*") if recursive else path.iterdir()
+    images = sorted((p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                     and not any(part.startswith(".") for part in p.relative_to(path).parts)),
+                    key=lambda p: p.relative_to(path).as_posix())
     if not images:
-        raise ValueError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this directory")
-    stems: dict[str, Path] = {}
+        raise ValueError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this "
+                         f"{'directory tree' if recursive else 'directory'}")
+    names: dict[Path, Path] = {}
     for image in images:
-        if image.stem in stems:
-            raise ValueError(f"{stems[image.stem].name} and {image.name} share the stem '{image.stem}': "
-                             "their outputs would collide; pass them one at a time")
-        stems[image.stem] = image
+        name = output_name(image, path)
+        if name in names:
+            raise ValueError(f"{names[name].relative_to(path)} and {image.relative_to(path)} share the stem "
+                             f"'{name}': their outputs would collide; pass them one at a time")
+        names[name] = image
     return images
 
 
@@ -90,8 +104,10 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 def detect_faces(model: str | os.PathLike | TFLiteDetector, images: Iterable[str | os.PathLike],
                  out_dir: str | os.PathLike,
                  score_threshold: float = DEFAULT_SCORE_THRESHOLD, num_threads: int = 1,
-                 on_error: Callable[[ValueError], None] | None = None) -> list[ImageFaces]:
-    """Run the detector on each image; write out_dir/<stem>.json and out_dir/<stem>.jpg (atomically).
+                 on_error: Callable[[ValueError], None] | None = None,
+                 root: str | os.PathLike | None = None) -> list[ImageFaces]:
+    """Run the detector on each image; write out_dir/<name>.json and out_dir/<name>.jpg (atomically),
+    <name> its path relative to `root` without suffix (default: its stem; see `output_name`).
 
     model: a TFLiteDetector or the path of an exported .tflite (checked before any image is read:
     FileNotFoundError if missing, ValueError if it is not a detector export).
@@ -119,8 +135,10 @@ def detect_faces(model: str | os.PathLike | TFLiteDetector, images: Iterable[str
         faces = detector.detect(pixels)
         faces = faces[faces[:, 4] >= score_threshold]
         result = ImageFaces(image_path, pixels.shape[1], pixels.shape[0], faces)
-        write_text_atomic(out_dir / f"{image_path.stem}.json", json.dumps(result.to_json(), indent=2) + "\n")
-        with atomic_path(out_dir / f"{image_path.stem}.jpg") as tmp:
+        name = output_name(image_path, Path(root) if root is not None else None)
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / f"{name}.json", json.dumps(result.to_json(), indent=2) + "\n")
+        with atomic_path(out_dir / f"{name}.jpg") as tmp:
             draw_boxes(pixels, np.zeros((0, 4)), faces, min_score=score_threshold).save(tmp, format="JPEG", quality=90)
         results.append(result)
     return results
@@ -144,11 +162,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Run an exported face detector (.tflite from the export stage, e.g. "
                     "models/export/face_detector_int8.tflite) on an image or on every image in a directory. "
                     "Writes OUT/<image stem>.json ({\"image\", \"width\", \"height\", \"faces\": [{\"box_xywh\": "
-                    "[x, y, w, h] in pixels, \"score\"}]}, best first) and OUT/<image stem>.jpg with the boxes drawn. "
+                    "[x, y, w, h] in pixels, \"score\"}]}, best first) and OUT/<image stem>.jpg with the boxes drawn; "
+                    "with --recursive, every image in the directory's tree, its outputs at its relative path "
+                    "(DIR/a/b.jpg -> OUT/a/b.json, OUT/a/b.jpg). "
                     "Exit status 1 if the model or an image cannot be used (each named on one line), "
                     "2 for usage errors.")
     parser.add_argument("model", metavar="MODEL.tflite", help="exported detector (uint8 input, post-process outputs)")
-    parser.add_argument("images", metavar="IMAGE_OR_DIR", help="an image, or a directory of images (not recursive)")
+    parser.add_argument("images", metavar="IMAGE_OR_DIR", help="an image, or a directory of images")
+    parser.add_argument("--recursive", "-r", action="store_true",
+                        help="read the directory's whole tree; outputs keep each image's relative path")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     parser.add_argument("--score-threshold", type=_threshold, default=DEFAULT_SCORE_THRESHOLD, metavar="S",
                         help=f"keep faces with score >= S (default {DEFAULT_SCORE_THRESHOLD})")
@@ -173,7 +195,8 @@ def quiet_native_stderr() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    images = list_images(args.images)
+    images = list_images(args.images, recursive=args.recursive)
+    root = Path(args.images) if Path(args.images).is_dir() else None
     with quiet_native_stderr():
         from facedet.tflite_runner import TFLiteDetector
 
@@ -184,8 +207,8 @@ def run(args: argparse.Namespace) -> int:
         failed.append(err)
         print(f"facedet detect: error: {err}", file=sys.stderr)
 
-    results = detect_faces(detector, images, args.out, args.score_threshold, on_error=report)
+    results = detect_faces(detector, images, args.out, args.score_threshold, on_error=report, root=root)
     for result in results:
         print(f"{result.image}: {len(result.faces)} face{'s' * (len(result.faces) != 1)} -> "
-              f"{Path(args.out) / result.image.stem}.json")
+              f"{Path(args.out) / output_name(result.image, root)}.json")
     return 1 if failed else 0

@@ -36,10 +36,9 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from facedet.atomic import atomic_path, write_text_atomic
-from facedet.embedded import EmbeddedParams
 from facedet.params import ParamsError, field_range
 from facedet.wider import (
     EVAL_GT_DIR_MEMBER,
@@ -138,15 +137,6 @@ class WiderfaceParams:
 
     def mirror_list(self) -> list[Mirror]:
         return [Mirror(base_url=m) if isinstance(m, str) else m for m in self.mirrors]
-
-
-@dataclass(frozen=True)
-class DataParams:
-    """params.yaml `data` (the fetch stage)."""
-
-    source: Literal["embedded", "widerface"] = "embedded"
-    embedded: EmbeddedParams = field(default_factory=EmbeddedParams)
-    widerface: WiderfaceParams = field(default_factory=WiderfaceParams)
 
 
 class DownloadError(RuntimeError):
@@ -476,21 +466,31 @@ def fetch_widerface(params: WiderfaceParams, raw_dir: str | os.PathLike, downloa
         report(_said(name, got, pin, lock))
         done[name] = got.path
     mats = fetch_eval_ground_truth(mirrors, downloader, download_dir, lock, pins, report)
+    with atomic_path(raw_dir, is_dir=True) as tmp:
+        write_raw_archives(tmp, done, mats, progress)
+    return [Path(raw_dir) / name for name in (*done, EVAL_TOOLS_ZIP)]
+
+
+def write_raw_archives(raw_dir: Path, archives: dict[str, Path], mats: dict[str, bytes] | None,
+                       progress: bool = True) -> None:
+    """Put verified official archives into `raw_dir` as data/raw holds them: the image archives
+    re-stored uncompressed (`repack_stored`: later stages read each JPEG without inflating it),
+    wider_face_split.zip as is (a hard link where possible), and, with `mats`, a deterministic
+    eval_tools.zip of the four ground-truth .mat files (name -> bytes)."""
     from tqdm import tqdm
 
-    with atomic_path(raw_dir, is_dir=True) as tmp:
-        for name, src in done.items():
-            if name in IMAGES_ZIP.values():  # stored, so readers need no inflate per image
-                with zipfile.ZipFile(src) as archive:
-                    total = len(archive.infolist())
-                with tqdm(total=total, desc=f"fetch: storing {name} uncompressed", unit="file",
-                          disable=not progress, leave=False) as bar:
-                    repack_stored(src, tmp / name, progress=bar.update)
-                continue
-            try:
-                os.link(src, tmp / name)
-            except OSError:
-                shutil.copyfile(src, tmp / name)
+    for name, src in archives.items():
+        if name in IMAGES_ZIP.values():
+            with zipfile.ZipFile(src) as archive:
+                total = len(archive.infolist())
+            with tqdm(total=total, desc=f"fetch: storing {name} uncompressed", unit="file",
+                      disable=not progress, leave=False) as bar:
+                repack_stored(src, raw_dir / name, progress=bar.update)
+            continue
+        try:
+            os.link(src, raw_dir / name)
+        except OSError:
+            shutil.copyfile(src, raw_dir / name)
+    if mats is not None:
         eval_zip = zip_bytes({f"{EVAL_GT_DIR_MEMBER}/{name}": data for name, data in mats.items()}, compress=True)
-        (tmp / EVAL_TOOLS_ZIP).write_bytes(eval_zip)
-    return [Path(raw_dir) / name for name in (*done, EVAL_TOOLS_ZIP)]
+        (raw_dir / EVAL_TOOLS_ZIP).write_bytes(eval_zip)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -467,9 +468,12 @@ def write_embedded_dataset(params: EmbeddedParams, out_dir: str | os.PathLike, p
     return counts
 
 
-def eval_images_of(records: list[WiderRecord]) -> tuple[list[EvalImage], list[np.ndarray]]:
-    """Eval ground truth of val records grouped by event (events sorted): images + (n, 6) attributes."""
+def eval_images_of(records: list[WiderRecord],
+                   membership: Callable[[np.ndarray], dict[str, np.ndarray]] = subset_membership,
+                   ) -> tuple[list[EvalImage], list[np.ndarray]]:
+    """Eval ground truth of val records grouped by event (events sorted): images + (n, 6) attributes.
+    membership(faces) -> subset -> 1-based indices (default: the embedded set's rules)."""
     ordered = sorted(records, key=lambda r: (r.event, r.image))
     images = [EvalImage(event=r.event, stem=r.stem, boxes_xywh=r.faces[:, :4].astype(np.float64),
-                        keep=subset_membership(r.faces)) for r in ordered]
+                        keep=membership(r.faces)) for r in ordered]
     return images, [r.faces[:, 4:] for r in ordered]

@@ -260,6 +260,25 @@ def face_size_histogram(faces_by_split: dict[str, pd.DataFrame]) -> pd.DataFrame
     return out
 
 
+def counts_by_source(records: list[WiderRecord], images: pd.DataFrame, faces: pd.DataFrame,
+                     sources: dict[str, str], main: str) -> dict[str, dict[str, int]]:
+    """Images and faces in and kept per source of one split: an image is its event's source
+    (`sources`: event -> source name) or, for any other event, the main source `main`."""
+    def source_of(image: str) -> str:
+        return sources.get(image.split("/", 1)[0], main)
+
+    out: dict[str, dict[str, int]] = {}
+    for name in [main, *sorted(set(sources.values()))]:
+        out[name] = {"images_in": 0, "images_kept": 0, "faces_in": 0, "faces_kept": 0}
+    for rec in records:
+        out[source_of(rec.image)]["images_in"] += 1
+        out[source_of(rec.image)]["faces_in"] += len(rec.faces)
+    for column, table in (("images_kept", images["image"]), ("faces_kept", faces["image"])):
+        for name, count in Counter(map(source_of, table)).items():
+            out[name][column] += count
+    return out
+
+
 def run_filter(archive: WiderArchive, params: FilterParams, interim_dir: str | os.PathLike,
                splits: tuple[str, ...] = ("train", "val"), progress=None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Filter every split of `archive` into `interim_dir`; returns (stats per split, size histogram)."""
@@ -269,6 +288,8 @@ def run_filter(archive: WiderArchive, params: FilterParams, interim_dir: str | o
         records = archive.records(split)
         infos = inspect_images(archive, split, [r.image for r in records], params.workers)
         images, faces, stats[split] = filter_split(records, infos, params)
+        if split == "train" and (sources := archive.train_sources()):  # extra sources joined the train split
+            stats[split]["by_source"] = counts_by_source(records, images, faces, sources, archive.main_source())
         write_tables(images, faces, interim_dir, split)
         faces_by_split[split] = faces
         if progress:

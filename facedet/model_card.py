@@ -50,6 +50,7 @@ NORMALISATION = "normalisation to [-1, 1] happens inside the model (metadata: me
 DATASET_SOURCES = {
     "embedded": "embedded synthetic dataset generated offline in the official WIDER FACE layout (facedet.embedded)",
     "widerface": "WIDER FACE (shuoyang1213.me/WIDERFACE; licence CC BY-NC-ND 4.0 via the HuggingFace mirror)",
+    "local": "a WIDER FACE-layout copy read from disk (data.local.path; sha256 of every file in data/raw/sources.json)",
 }
 
 

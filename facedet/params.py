@@ -130,6 +130,11 @@ def _check(hint: Any, value: Any, key: str, metadata: Any = None) -> Any:
             except ParamsError as err:
                 errors.append(str(err))
         raise ParamsError(errors[0] if errors else f"params.yaml: bad value for '{key}'")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"params.yaml: '{key}' must be a mapping, got {value!r}")
+        key_hint, item_hint = get_args(hint) or (Any, Any)
+        return {_check(key_hint, k, key): _check(item_hint, v, f"{key}.{k}", metadata) for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ParamsError(f"params.yaml: '{key}' must be a list, got {value!r}")

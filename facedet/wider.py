@@ -14,12 +14,14 @@ An image with no faces has count `0` followed by one dummy line of ten zeros.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import os
 import posixpath
 import threading
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -45,6 +47,8 @@ SPLIT_ZIP = "wider_face_split.zip"
 EVAL_TOOLS_ZIP = "eval_tools.zip"
 GT_TXT_MEMBER = {s: f"wider_face_split/wider_face_{s}_bbx_gt.txt" for s in SPLITS}
 EVAL_GT_DIR_MEMBER = "eval_tools/ground_truth"
+# present when extra sources joined the train split (facedet.extra_train): which events are which source
+TRAIN_SOURCES_MEMBER = "wider_face_split/train_sources.json"
 
 
 def image_member(split: str, rel_path: str) -> str:
@@ -385,6 +389,15 @@ def zip_bytes(members: Mapping[str, bytes], compress: bool) -> bytes:
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def stored_zip_writer(path: str | os.PathLike, mode: str = "w") -> Iterator[Callable[[str, bytes], None]]:
+    """Yield add(name, data), which writes one member stored (no compression) with fixed date and
+    permissions to the zip at `path` (mode "w": a new zip, "a": appended after its members), so the same
+    calls give the same bytes. Names are checked (WiderFormatError on an unsafe one)."""
+    with zipfile.ZipFile(path, mode) as out:
+        yield lambda name, data: out.writestr(_fixed_info(name, False), data)
+
+
 def repack_stored(src: str | os.PathLike, dst: str | os.PathLike, progress: Any = None) -> int:
     """Copy zip `src` to `dst` with every member stored (no compression), in the same order, with the
     same names and bytes, and fixed dates and permissions: readers then get a member with one seek
@@ -498,6 +511,21 @@ class WiderArchive:
         member = GT_TXT_MEMBER[split]
         data = self._read(SPLIT_ZIP, member)
         return data.decode("utf-8-sig"), f"{SPLIT_ZIP}:{member}"
+
+    def train_sources(self) -> dict[str, str]:
+        """Train event -> source name for the events of extra sources ({} when there are none)."""
+        archive = self._zip(SPLIT_ZIP)
+        if TRAIN_SOURCES_MEMBER not in archive.namelist():
+            return {}
+        sources = json.loads(archive.read(TRAIN_SOURCES_MEMBER))
+        return {name: name for name in sources["extra_train"]}
+
+    def main_source(self) -> str:
+        """The name the train split's own events are counted under ('main' when not recorded)."""
+        archive = self._zip(SPLIT_ZIP)
+        if TRAIN_SOURCES_MEMBER not in archive.namelist():
+            return "main"
+        return str(json.loads(archive.read(TRAIN_SOURCES_MEMBER))["main"])
 
     def records(self, split: str) -> list[WiderRecord]:
         """The parsed gt txt of `split`."""

@@ -3,7 +3,11 @@
 `data.source: embedded` generates the embedded dataset offline; `widerface` downloads the real
 archives from the mirrors in `data.widerface` (verified by size and sha256; resumable partial files
 in data/downloads/, outside DVC). Files with no published checksum are pinned on first download in
-data/widerface.lock.json: commit that file.
+data/widerface.lock.json: commit that file. `local` reads a WIDERFace copy already on disk
+(`data.local.path`: the official archives or the same tree unpacked; see facedet.local_wider) and
+records the sha256 of what it read in data/raw/sources.json. `data.extra_train` sources (VOC, COCO,
+WIDER trees, each indexed and checked by its own `extra_train@<name>` stage into data/extra/<name>.zip)
+join the train split as events of their own (facedet.extra_train).
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import time
 from tqdm import tqdm
 
 from facedet.atomic import atomic_path
-from facedet.download import DataParams, DownloadError, fetch_widerface
+from facedet.data_sources import DataParams, write_sources_json
+from facedet.download import DownloadError, fetch_widerface
 from facedet.embedded import write_embedded_dataset
+from facedet.extra_train import EXTRA_DIR, add_extra_train, index_paths
+from facedet.local_wider import write_local_wider
 from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderFormatError
 
@@ -24,18 +31,31 @@ DOWNLOAD_DIR = "data/downloads"
 HASH_LOCK = "data/widerface.lock.json"
 
 
+def say(line: str) -> None:
+    print(f"fetch: {line}")
+
+
 def fetch(params: DataParams) -> None:
     start = time.monotonic()
-    if params.source == "embedded":
-        emb = params.embedded
-        with tqdm(total=emb.train_images + emb.val_images, desc="fetch: drawing embedded images") as bar, \
-                atomic_path(RAW_DIR, is_dir=True) as tmp:
-            counts = write_embedded_dataset(emb, tmp, progress=bar.update)
-        print(f"fetch: embedded dataset in {RAW_DIR}/: {counts} ({time.monotonic() - start:.1f} s)")
-    else:
-        fetch_widerface(params.widerface, RAW_DIR, DOWNLOAD_DIR, HASH_LOCK,
-                        report=lambda line: print(f"fetch: {line}"))
-        print(f"fetch: WIDERFace archives verified in {RAW_DIR}/ ({time.monotonic() - start:.1f} s)")
+    index_paths(list(params.extra_train), EXTRA_DIR)
+    with atomic_path(RAW_DIR, is_dir=True) as tmp:
+        record: dict = {"source": params.source}
+        if params.source == "embedded":
+            emb = params.embedded
+            with tqdm(total=emb.train_images + emb.val_images, desc="fetch: drawing embedded images") as bar:
+                counts = write_embedded_dataset(emb, tmp, progress=bar.update)
+            say(f"embedded dataset: {counts}")
+        elif params.source == "local":
+            say(f"WIDERFace copy in {params.local.path}")
+            record["local"] = write_local_wider(params.local.path, tmp, report=say)
+        else:
+            fetch_widerface(params.widerface, tmp, DOWNLOAD_DIR, HASH_LOCK, report=say)
+            say("WIDERFace archives verified")
+        if params.extra_train:
+            record["extra_train"] = add_extra_train(tmp, list(params.extra_train), params.source, EXTRA_DIR, say)
+        if len(record) > 1:
+            write_sources_json(tmp, record)
+    print(f"fetch: done in {time.monotonic() - start:.1f} s -> {RAW_DIR}/")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,6 +48,10 @@ def set_params(repo: Path, changes: dict[tuple[str, ...], object]) -> None:
 def fresh_copy(dest: Path, changes: dict[tuple[str, ...], object] = SMALL) -> Path:
     """Copy the repository's source (no outputs, no caches) to `dest`, set small params, commit."""
     shutil.copytree(REPO, dest, ignore=lambda _dir, names: [n for n in names if n in NOT_COPIED])
+    tracked_data = subprocess.run(["git", "ls-files", "data"], cwd=REPO, capture_output=True, text=True, check=True)
+    for rel in tracked_data.stdout.split():  # data/.gitignore, data/local/README.md: what a clone has
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / rel, dest / rel)
     set_params(dest, changes)
     run(["git", "init", "-q"], dest)
     commit(dest, "small params")

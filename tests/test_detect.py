@@ -139,3 +139,36 @@ def test_missing_inputs_and_colliding_names_are_clear(model, tmp_path, capsys):
         Image.new("RGB", (40, 30)).save(folder / f"a{suffix}")
     with pytest.raises(ValueError, match="share the stem 'a'"):
         list_images(folder)
+
+
+def test_recursive_reads_a_tree_of_folders_and_keeps_each_relative_path(model, photos, tmp_path, capsys):
+    folder, expected = photos
+    event = folder / "0--Parade"
+    (event / "deeper").mkdir(parents=True)
+    photo(folder, "group").rename(event / "group.png")
+    photo(folder, "selfie").rename(event / "deeper/selfie.jpg")
+    (folder / ".thumbs").mkdir()
+    (folder / ".thumbs/group.png").write_bytes((event / "group.png").read_bytes())  # hidden: skipped
+    assert [p.relative_to(folder).as_posix() for p in list_images(folder, recursive=True)] == [
+        "0--Parade/deeper/selfie.jpg", "0--Parade/group.png"]
+    with pytest.raises(ValueError, match="no images"):
+        list_images(folder)  # not recursive: nothing at the top level
+
+    out = tmp_path / "out"
+    assert main(["detect", str(model), str(folder), "--recursive", "--out", str(out)]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "0--Parade/deeper/selfie.jpg", "0--Parade/deeper/selfie.json", "0--Parade/group.jpg", "0--Parade/group.json"]
+    result = json.loads((out / "0--Parade/deeper/selfie.json").read_text())
+    assert result["image"] == str(event / "deeper/selfie.jpg")
+    np.testing.assert_allclose(result["faces"][0]["box_xywh"], expected["selfie"], atol=0.02)
+    assert f"-> {out / '0--Parade/deeper/selfie'}.json" in capsys.readouterr().out
+
+
+def test_recursive_allows_one_stem_in_two_folders_but_not_twice_in_one(tmp_path):
+    for rel in ("a/x.jpg", "b/x.jpg"):
+        (tmp_path / "tree" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30)).save(tmp_path / "tree" / rel)
+    assert len(list_images(tmp_path / "tree", recursive=True)) == 2
+    Image.new("RGB", (40, 30)).save(tmp_path / "tree/a/x.png")
+    with pytest.raises(ValueError, match="a/x.jpg and a/x.png share the stem 'a/x'"):
+        list_images(tmp_path / "tree", recursive=True)

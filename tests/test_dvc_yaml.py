@@ -35,13 +35,14 @@ def import_closure(path: Path) -> set[str]:
 
 
 def stages() -> dict:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    """Each stage's definition (a `foreach` stage's `do` template)."""
+    return {name: stage.get("do", stage) for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
 
 
 def test_each_stage_depends_on_exactly_the_code_it_runs():
     for name, stage in stages().items():
         module = f"stages/{name}.py"
-        assert stage["cmd"] == f"python -m stages.{name}"
+        assert stage["cmd"] in (f"python -m stages.{name}", f"python -m stages.{name} ${{key}}")
         code_deps = {d for d in stage["deps"] if d.startswith("facedet/")}
         assert module in stage["deps"], name
         assert code_deps == import_closure(REPO / module), name
@@ -51,6 +52,7 @@ def test_each_stage_reads_only_its_own_params_section():
     sections = {name: stage.get("params", []) for name, stage in stages().items()}
     card = sections.pop("model_card")  # the card records every param, so it reads them all
     assert sections["fetch"] == ["data"]
+    assert sections["extra_train"] == ["data.extra_train.${key}"]
     assert sections["filter"] == ["filter"]
     assert sections["shard"] == ["shard"]
     assert sections["train"] == ["model", "train"]

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 BAD_PARAMS = [
     ("fetch", "data.embedded.train_imags", 40,
      "unknown key 'data.embedded.train_imags' (did you mean 'data.embedded.train_images'?)"),
-    ("fetch", "data.source", "wider", "'data.source' must be one of ['embedded', 'widerface'], got 'wider'"),
+    ("fetch", "data.source", "wider", "'data.source' must be one of ['embedded', 'widerface', 'local'], got 'wider'"),
     ("filter", "filter.min_face_px", -1, "'filter.min_face_px' must be >= 0, got -1"),
     ("shard", "shard.workers", "two", "'shard.workers' must be an integer, got 'two'"),
     ("train", "train.stpes", 10, "unknown key 'train.stpes' (did you mean 'train.steps'?)"),
@@ -115,7 +115,7 @@ SWEEPS = ["data.source=widerface", "data.embedded.train_images=2000", "data.embe
 
 def stage_specs() -> dict[str, type]:
     """Each params.yaml section and the class its stage validates it with."""
-    from facedet.download import DataParams
+    from facedet.data_sources import DataParams
     from facedet.evaluation import EvaluateParams
     from facedet.filtering import FilterParams
     from facedet.tfrecords import ShardParams

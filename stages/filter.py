@@ -1,5 +1,6 @@
 """filter: data/raw/ + params `filter` -> data/interim/{train,val}_{images,faces}.csv,
-reports/filter.json (kept/dropped counts per reason, metrics) and reports/filter/face_sizes.csv (plot)."""
+reports/filter.json (kept/dropped counts per reason, metrics; with extra training sources, train images and
+faces in and kept per source under `train.by_source`) and reports/filter/face_sizes.csv (plot)."""
 
 from __future__ import annotations
 

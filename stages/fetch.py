@@ -14,8 +14,10 @@ import time
 from tqdm import tqdm
 
 from facedet.atomic import atomic_path
+from facedet.disk import DiskFullError, exit_on_disk_full
 from facedet.download import DataParams, DownloadError, fetch_widerface
 from facedet.embedded import write_embedded_dataset
+from facedet.lifetime import die_with_parent
 from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderFormatError
 
@@ -42,9 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.fetch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
+    die_with_parent()
     with exit_on_bad_params("fetch"):
         params = load_section("data", DataParams)
-    with exit_on_bad_params("fetch", DownloadError, WiderFormatError, ValueError):
+    with exit_on_bad_params("fetch", DownloadError, WiderFormatError, ValueError, DiskFullError), \
+            exit_on_disk_full("fetch", RAW_DIR):
         fetch(params)
 
 

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facedet.anchors import load_preset
-from facedet.params import exit_on_bad_params, load_section
+from facedet.disk import DiskFullError, exit_on_disk_full
+from facedet.lifetime import die_with_parent
+from facedet.determinism import pin_determinism
+from facedet.params import exit_on_bad_params, load_section, read_params_file
 
 TFRECORDS = Path("data/tfrecords")
 MODEL_DIR = Path("models/detector")
@@ -31,6 +34,11 @@ class ModelParams:
 
 
 def train() -> None:
+    with exit_on_bad_params("train"):
+        section = read_params_file().get("train")
+    deterministic = isinstance(section, dict) and section.get("deterministic") is True
+    if deterministic:  # before TensorFlow starts: it picks oneDNN and its thread pools then
+        pin_determinism()
     from facedet import training
     from facedet.input import list_shards
 
@@ -50,12 +58,11 @@ def train() -> None:
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m stages.train", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    die_with_parent()
     from facedet.model import BackboneWeightsError
 
-    try:
+    with exit_on_bad_params("train", BackboneWeightsError, DiskFullError), exit_on_disk_full("train", MODEL_DIR.parent):
         train()
-    except BackboneWeightsError as err:
-        raise SystemExit(f"train: error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -41,6 +42,7 @@ from facedet.losses import LossConfig, detection_loss
 from facedet.model import build_detector
 from facedet.params import ParamsError, field_range
 
+SHARED_OBJECT_ID = re.compile(rb'"shared_object_id": (\d+)')  # id() of a shared object, in config.json
 RUN_FILE = "run.json"  # in checkpoint_dir: what the checkpoints there were trained with
 LIVE_SNAPSHOT = "dvclive"  # in checkpoint_dir: DVCLive's files as of the newest checkpoint
 
@@ -326,13 +328,19 @@ def save_detector(model: keras.Model, config: DetectorConfig, model_dir: str | o
 
 
 def _without_save_time(source: Path, target: Path) -> None:
-    """Copy a .keras archive with its save time removed (metadata.json's date_saved, member dates), so
-    the same weights give the same bytes and DVC's cache hits for the stages after training."""
+    """Copy a .keras archive with what differs between processes removed: the save time
+    (metadata.json's date_saved, member dates) and the memory addresses Keras writes as
+    config.json's `shared_object_id` (renumbered 0, 1, ... in order of appearance), so the same
+    weights give the same bytes and DVC's cache hits for the stages after training."""
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
         for member in src.infolist():
             data = src.read(member)
             if member.filename == "metadata.json":
                 data = json.dumps({**json.loads(data), "date_saved": "1980-01-01@00:00:00"}).encode()
+            elif member.filename == "config.json":
+                ids: dict[bytes, bytes] = {}
+                data = SHARED_OBJECT_ID.sub(
+                    lambda m: b'"shared_object_id": ' + ids.setdefault(m.group(1), str(len(ids)).encode()), data)
             dst.writestr(zipfile.ZipInfo(member.filename, date_time=(1980, 1, 1, 0, 0, 0)), data,
                          compress_type=member.compress_type)
 

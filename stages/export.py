@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facedet.atomic import atomic_path
-from facedet.disk import DiskFullError, exit_on_disk_full, require_free_space
+from facedet.disk import exit_on_disk_full, require_free_space
 from facedet.lifetime import die_with_parent
 from facedet.params import exit_on_bad_params, field_range, load_section
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with exit_on_bad_params("export"):
         params = load_section("export", ExportParams, args.params)
-    with exit_on_bad_params("export", FileNotFoundError, ValueError, DiskFullError), \
+    with exit_on_bad_params("export", FileNotFoundError, ValueError), \
             exit_on_disk_full("export", args.out):
         export(params, args.model_dir, args.tfrecords, args.out)
 

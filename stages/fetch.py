@@ -14,7 +14,7 @@ import time
 from tqdm import tqdm
 
 from facedet.atomic import atomic_path
-from facedet.disk import DiskFullError, exit_on_disk_full
+from facedet.disk import exit_on_disk_full
 from facedet.download import DataParams, DownloadError, fetch_widerface
 from facedet.embedded import write_embedded_dataset
 from facedet.lifetime import die_with_parent
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     die_with_parent()
     with exit_on_bad_params("fetch"):
         params = load_section("data", DataParams)
-    with exit_on_bad_params("fetch", DownloadError, WiderFormatError, ValueError, DiskFullError), \
+    with exit_on_bad_params("fetch", DownloadError, WiderFormatError, ValueError), \
             exit_on_disk_full("fetch", RAW_DIR):
         fetch(params)
 

@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 from facedet.atomic import write_text_atomic
-from facedet.model_card import build_model_card, load_inputs, read_json_if_present, write_model_card
 from facedet.lifetime import die_with_parent
+from facedet.model_card import build_model_card, load_inputs, read_json_if_present, write_model_card
 from facedet.params import exit_on_bad_params
 
 MODEL_METRICS = Path("reports/model.json")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facedet.atomic import atomic_path
-from facedet.disk import DiskFullError, exit_on_disk_full, require_free_space
+from facedet.disk import exit_on_disk_full, require_free_space
 from facedet.filtering import load_filtered
 from facedet.lifetime import die_with_parent
 from facedet.params import exit_on_bad_params, load_section
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 
     with exit_on_bad_params("shard"):
         params = load_section("shard", ShardParams)
-    with exit_on_bad_params("shard", FileNotFoundError, WiderFormatError, ShardCheckError, DiskFullError), \
+    with exit_on_bad_params("shard", FileNotFoundError, WiderFormatError, ShardCheckError), \
             exit_on_disk_full("shard", TFRECORD_DIR):
         shard(params)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facedet.anchors import load_preset
-from facedet.disk import DiskFullError, exit_on_disk_full
+from facedet.disk import exit_on_disk_full
 from facedet.lifetime import die_with_parent
 from facedet.determinism import pin_determinism
 from facedet.params import exit_on_bad_params, load_section, read_params_file
@@ -33,12 +33,16 @@ class ModelParams:
     preset: str = "ssd_mobilenet_v2_256"
 
 
-def train() -> None:
+def pin_if_deterministic() -> None:
+    """With `train.deterministic: true`, set TensorFlow up for bit-identical runs (facedet.determinism):
+    before TensorFlow starts, since it picks oneDNN and its thread pools then."""
     with exit_on_bad_params("train"):
         section = read_params_file().get("train")
-    deterministic = isinstance(section, dict) and section.get("deterministic") is True
-    if deterministic:  # before TensorFlow starts: it picks oneDNN and its thread pools then
+    if isinstance(section, dict) and section.get("deterministic") is True:
         pin_determinism()
+
+
+def train() -> None:
     from facedet import training
     from facedet.input import list_shards
 
@@ -59,9 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m stages.train", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     die_with_parent()
+    pin_if_deterministic()
     from facedet.model import BackboneWeightsError
 
-    with exit_on_bad_params("train", BackboneWeightsError, DiskFullError), exit_on_disk_full("train", MODEL_DIR.parent):
+    with exit_on_bad_params("train", BackboneWeightsError, FloatingPointError), \
+            exit_on_disk_full("train", MODEL_DIR.parent):
         train()
 
 

@@ -489,7 +489,8 @@ def test_kill_9_of_training_leaves_no_model_and_the_next_run_resumes(pipeline):
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         if attempt == "killed":
             deadline = time.monotonic() + 600
-            while not list((pipeline / "models/checkpoints").glob("ckpt-*.index")) and time.monotonic() < deadline:
+            state = pipeline / "models/checkpoints/checkpoint"  # written after the checkpoint's own files
+            while not (state.is_file() and "ckpt-" in state.read_text()) and time.monotonic() < deadline:
                 time.sleep(0.2)
         else:  # its first line after start-up says where it resumes; then stop it too
             first = next(line for line in proc.stdout if line.startswith(("resuming from", "wrote")))

@@ -256,7 +256,7 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
     bar = tqdm(total=params.steps, initial=start, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True)
     tick, tick_step = time.perf_counter(), start
-    with fused_batch_norm(state.model, params.fused_batch_norm):
+    with bar, fused_batch_norm(state.model, params.fused_batch_norm):  # the bar closes before any error line
         for step in range(start, params.steps):
             lr = learning_rate_at(step, params)
             state.optimizer.learning_rate.assign(lr)
@@ -282,7 +282,6 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
                 manager.save(checkpoint_number=done)
             if done % params.log_every == 0 or save:
                 tick, tick_step = time.perf_counter(), done  # images/s leaves out validation and saving
-    bar.close()
     if live is not None:
         live.end()
     if board is not None:

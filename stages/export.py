@@ -17,6 +17,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facedet.atomic import atomic_path
+from facedet.disk import exit_on_disk_full, require_free_space
+from facedet.lifetime import die_with_parent
 from facedet.params import exit_on_bad_params, field_range, load_section
 
 LABELS = ["face"]  # 0-based class ids of the TFLite outputs
@@ -54,6 +56,8 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     if reason := writer_unavailable_reason():  # fail before minutes of conversion, not after
         raise SystemExit(f"export: {reason}")
     config = DetectorConfig.from_json(model_dir / "detector.json")
+    # two .tflite files (int8 ~1/4, float ~1x the weights) and the converter's SavedModel (~1x)
+    require_free_space(out_dir, 3 * (model_dir / "model.keras").stat().st_size, "the exported models")
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
     shards = sorted(glob.glob(str(tfrecord_dir / "train.record-*-of-*")))
     if not shards:
@@ -81,10 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("models/export"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with exit_on_bad_params("export"):
         params = load_section("export", ExportParams, args.params)
-    with exit_on_bad_params("export", FileNotFoundError, ValueError):
+    with exit_on_bad_params("export", FileNotFoundError, ValueError), \
+            exit_on_disk_full("export", args.out):
         export(params, args.model_dir, args.tfrecords, args.out)
 
 

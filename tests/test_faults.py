@@ -432,9 +432,9 @@ def pipeline(tmp_path_factory) -> Path:
 def test_deterministic_training_gives_identical_model_keras_at_the_default_batch(tmp_path):
     """What holds on CPU TF 2.21 with train.deterministic: true (facedet/determinism.py): two runs of the
     default preset at batch 16 give the same loss at every step and the same model.keras bytes."""
-    root = project(tmp_path, {"train": {"steps": 8, "batch_size": 16, "warmup_steps": 2, "checkpoint_every": 100,
-                                        "log_every": 1, "deterministic": True}},
-                   raw=dataclasses.replace(TINY_RAW, train_images=40))
+    root = project(tmp_path, {"train": {"steps": 4, "batch_size": 16, "warmup_steps": 2, "checkpoint_every": 100,
+                                        "log_every": 1, "deterministic": True}},  # unpinned, weights differ after step 1
+                   raw=dataclasses.replace(TINY_RAW, train_images=20))
     assert stage(root, "filter").returncode == 0 and stage(root, "shard").returncode == 0
     runs = []
     for _ in range(2):

@@ -101,6 +101,16 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: cannot read image ({detail})") from None
 
 
+def check_out_dir(out_dir: str | os.PathLike) -> None:
+    """Raise ValueError (one line) if `out_dir` exists and is not a directory (or lies under a file)."""
+    path = Path(out_dir)
+    for where in (path, *path.parents):
+        if where.exists() and not where.is_dir():
+            raise ValueError(f"--out {out_dir}: {where} is a file, not a directory: give a directory for the results")
+        if where.exists():
+            return
+
+
 def detect_faces(model: str | os.PathLike | TFLiteDetector, images: Iterable[str | os.PathLike],
                  out_dir: str | os.PathLike,
                  score_threshold: float = DEFAULT_SCORE_THRESHOLD, num_threads: int = 1,
@@ -120,6 +130,7 @@ def detect_faces(model: str | os.PathLike | TFLiteDetector, images: Iterable[str
 
     if not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"score threshold must be in [0, 1], got {score_threshold}")
+    check_out_dir(out_dir)
     detector = model if isinstance(model, TFLiteDetector) else TFLiteDetector(model, num_threads=num_threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -197,6 +208,7 @@ def quiet_native_stderr() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     images = list_images(args.images, recursive=args.recursive)
     root = Path(args.images) if Path(args.images).is_dir() else None
+    check_out_dir(args.out)
     with quiet_native_stderr():
         from facedet.tflite_runner import TFLiteDetector
 

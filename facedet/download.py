@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from facedet.atomic import atomic_path, write_text_atomic
+from facedet.disk import DiskFullError, human, is_disk_full, require_free_space
 from facedet.params import ParamsError, field_range
 from facedet.wider import (
     EVAL_GT_DIR_MEMBER,
@@ -262,6 +263,9 @@ class Downloader:
                 return Downloaded(final, "")
             final.unlink()
         part = download_dir / f"{name}.part"
+        if size is not None:  # the size is known: fail now, not after gigabytes
+            have = part.stat().st_size if part.exists() else 0
+            require_free_space(download_dir, size - min(have, size), f"downloading {name} ({human(size)})")
         errors: list[str] = []
         for url in urls:
             last = ""
@@ -288,6 +292,13 @@ class Downloader:
                     last = str(err)
                     break
                 except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+                    if is_disk_full(err):  # not the network's fault: no retry, and give the space back
+                        got = part.stat().st_size if part.exists() else 0
+                        part.unlink(missing_ok=True)
+                        wanted = f" of {human(size)}" if size else ""
+                        raise DiskFullError(f"{part}: disk full after {human(got)}{wanted} of {name}; removed the "
+                                            f"partial file: free {human(size or got)} in {download_dir} and run "
+                                            "again") from None
                     last = f"{type(err).__name__}: {getattr(err, 'reason', None) or err}"
                     if attempt < self.retries:
                         time.sleep(self.backoff * 2 ** (attempt - 1))
@@ -466,6 +477,8 @@ def fetch_widerface(params: WiderfaceParams, raw_dir: str | os.PathLike, downloa
         report(_said(name, got, pin, lock))
         done[name] = got.path
     mats = fetch_eval_ground_truth(mirrors, downloader, download_dir, lock, pins, report)
+    require_free_space(raw_dir, sum(path.stat().st_size for path in done.values()),
+                       f"building {raw_dir} from the verified archives")
     with atomic_path(raw_dir, is_dir=True) as tmp:
         write_raw_archives(tmp, done, mats, progress)
     return [Path(raw_dir) / name for name in (*done, EVAL_TOOLS_ZIP)]

@@ -77,6 +77,9 @@ def evaluate_detector(detect_many: DetectMany, archive: WiderArchive, coco_image
     """
     out_dir = Path(out_dir)
     ground_truth = archive.eval_ground_truth()
+    if not any(len(image.boxes_xywh) for image in coco_images):  # COCO AP would be -1, not an error
+        raise ValueError("the filtered val split has no faces to score (data/interim/val_faces.csv): "
+                         "re-run the filter stage with params that keep faces")
     drawn: list[np.ndarray] = []  # the first images, kept from the one decoding pass for the grid
 
     def images() -> Iterator[np.ndarray]:

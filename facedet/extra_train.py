@@ -69,6 +69,10 @@ class ExtraSource:
         if self.format == "coco" and not self.annotations:
             raise ParamsError(f"params.yaml: '{key}.annotations' is needed for format coco (the instances JSON, "
                               "relative to path)")
+        for sub in ("annotations", "images"):
+            value = getattr(self, sub)
+            if value.startswith("/") or ".." in Path(value).parts:
+                raise ParamsError(f"params.yaml: '{key}.{sub}' must lie inside path (DVC watches path), got {value!r}")
         if self.format != "coco" and (self.annotations or self.images):
             raise ParamsError(f"params.yaml: '{key}': annotations and images are for format coco only")
         if self.format != "voc" and self.pixel_origin != "auto":

@@ -1,11 +1,12 @@
 """Face and image filters applied to parsed WIDER records, with counted reasons.
 
-Every image is opened once from its zip for a header check (`PIL.Image.open` + `verify()`, and
-for JPEGs a look for the end-of-image marker; no full decode unless that marker is missing): its
-real width/height and mode come from the file, not from the annotation. Images that cannot be
-used are skipped and counted by reason (missing from the zip, unreadable, truncated, unsupported
-mode, too small); kept images that are not RGB/grayscale JPEGs (CMYK JPEGs, PNGs named .jpg) are
-counted under `images_reencoded`: the shard stage stores them re-encoded as RGB JPEGs.
+Every image is read once from its zip, in worker processes: a header check (`PIL.Image.open` +
+`verify()`) gives its real width/height, mode and format (from the file, not the annotation), then a
+full decode exactly as training will decode it (`facedet.image_check`: libjpeg's warnings count as
+damage). Images that cannot be used are skipped, counted by reason (missing from the zip,
+unreadable, truncated, corrupt, unsupported mode, too small) and the broken ones named in the stats;
+kept images that are not RGB/grayscale JPEGs (CMYK JPEGs, PNGs, RGBA or palette images) are counted
+under `images_reencoded`: the shard stage stores them re-encoded as RGB JPEGs.
 Faces are WIDER pixel boxes `x1, y1, w, h`; kept boxes are clipped to the image when
 `clip_to_image` is set. Per split the kept images and faces are written as two CSV tables
 (`<split>_images.csv`, `<split>_faces.csv`) and the counts as a metrics dict.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import multiprocessing.pool
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -25,16 +27,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from facedet.image_check import decode_problem
+from facedet.lifetime import die_with_parent
 from facedet.params import field_range
 from facedet.wider import FACE_COLUMNS, WiderArchive, WiderRecord
 
-SUPPORTED_MODES = ("RGB", "L", "CMYK")
+SUPPORTED_MODES = ("RGB", "L", "CMYK", "RGBA", "LA", "P", "PA", "1")  # what the shard stage can store as RGB
 # reasons, in the order they are checked (a face/image is counted under the first that applies)
 FACE_REASONS = ("degenerate", "invalid", "outside_image", "too_small", "blur", "occlusion", "atypical_pose",
                 "image_dropped")
-IMAGE_REASONS = ("missing", "unreadable", "truncated", "unsupported_mode", "too_small_image", "no_faces_left")
+IMAGE_REASONS = ("missing", "unreadable", "truncated", "corrupt", "unsupported_mode", "too_small_image",
+                 "no_faces_left")
+BROKEN_REASONS = ("missing", "unreadable", "truncated", "corrupt", "unsupported_mode")  # named in the stats
 REENCODE_REASONS = ("cmyk", "not_jpeg")
-JPEG_EOI = b"\xff\xd9"
 IMAGE_COLUMNS = ("image", "width", "height", "mode", "format", "faces")
 
 
@@ -74,45 +79,34 @@ class ImageInfo:
     height: int = 0
     mode: str = ""
     format: str = ""
-    problem: str = ""  # '' or one of IMAGE_REASONS ('missing', 'unreadable', 'truncated')
+    problem: str = ""  # '' or one of BROKEN_REASONS
+    detail: str = ""  # the decoder's message, for a broken image
 
 
 def inspect_image(data: bytes | None) -> ImageInfo:
-    """Header check of encoded image bytes: real size, mode, format; no full decode.
-
-    A JPEG must end with its end-of-image marker (trailing zero padding allowed); only when it
-    does not is the image fully decoded, to tell trailing junk (kept) from a truncated file.
-    """
+    """Header check of encoded image bytes (real size, mode, format), then the full decode check
+    (`image_check.decode_problem`: the image decodes completely and cleanly as training decodes it)."""
     if data is None:
         return ImageInfo(problem="missing")
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height, mode, fmt = img.width, img.height, img.mode, img.format or ""
             img.verify()
-    except Exception:  # Pillow raises many types for a broken file
-        return ImageInfo(problem="unreadable")
+    except Exception as err:  # Pillow raises many types for a broken file
+        return ImageInfo(problem="unreadable", detail=str(err).strip()[:200])
     if width <= 0 or height <= 0:
-        return ImageInfo(problem="unreadable")
-    if fmt == "JPEG" and not data.rstrip(b"\0").endswith(JPEG_EOI) and not _decodes(data):
-        return ImageInfo(width=int(width), height=int(height), mode=mode, format=fmt, problem="truncated")
-    return ImageInfo(width=int(width), height=int(height), mode=mode, format=fmt)
-
-
-def _decodes(data: bytes) -> bool:
-    """True if the image decodes completely (a truncated JPEG raises)."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-        return True
-    except Exception:
-        return False
+        return ImageInfo(problem="unreadable", detail=f"size {width}x{height}")
+    info = ImageInfo(width=int(width), height=int(height), mode=mode, format=fmt)
+    if mode in SUPPORTED_MODES:
+        info.problem, info.detail = decode_problem(data, fmt, reencoded=bool(reencode_reason(mode, fmt)))
+    return info
 
 
 def reencode_reason(mode: str, fmt: str) -> str:
     """'' if the shard stage can store the bytes untouched, else why it re-encodes them."""
     if fmt.upper() != "JPEG":
         return "not_jpeg"
-    return "cmyk" if mode == "CMYK" else ""
+    return "cmyk" if mode == "CMYK" else ""  # JPEGs are RGB, L or CMYK
 
 
 def filter_faces(faces: np.ndarray, width: int, height: int, params: FilterParams) -> tuple[np.ndarray, Counter]:
@@ -166,13 +160,26 @@ def _inspect_member(args: tuple[WiderArchive, str, str]) -> ImageInfo:
     return inspect_image(data)
 
 
-def inspect_images(archive: WiderArchive, split: str, images: list[str], workers: int = 1) -> list[ImageInfo]:
-    """Header-check every image of `split` (in order), over `workers` processes for large sets."""
-    jobs = [(archive, split, image) for image in images]
-    if workers > 1 and len(jobs) >= 2000:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return pool.map(_inspect_member, jobs, chunksize=256)
-    return [_inspect_member(job) for job in jobs]
+def image_workers(workers: int) -> multiprocessing.pool.Pool:
+    """A pool of `workers` processes for `inspect_images`. Spawned, not forked: each starts
+    TensorFlow for the decode check, which must not be inherited from (or started in) this process;
+    they die with this process (`die_with_parent`), so a killed stage leaves none behind."""
+    return multiprocessing.get_context("spawn").Pool(workers, initializer=die_with_parent)
+
+
+def inspect_images(archive: WiderArchive, split: str, images: list[str], workers: int = 1,
+                   progress=None, pool: multiprocessing.pool.Pool | None = None) -> list[ImageInfo]:
+    """Check every image of `split` (in order): header, then full decode, in worker processes
+    (`pool`, else a pool of `workers` made for this call). progress(n) is told of each image done."""
+    if pool is None:
+        with image_workers(workers) as own_pool:
+            return inspect_images(archive, split, images, progress=progress, pool=own_pool)
+    infos = []
+    for info in pool.imap(_inspect_member, [(archive, split, image) for image in images], chunksize=16):
+        infos.append(info)
+        if progress:
+            progress(1)
+    return infos
 
 
 def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: FilterParams
@@ -185,6 +192,7 @@ def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: Fil
     image_rows, face_rows = [], []
     face_drops: Counter = Counter()
     image_drops: Counter = Counter()
+    broken: list[dict[str, str]] = []
     reencoded: Counter = Counter()
     faces_in = 0
     for rec, info in sorted(zip(records, infos), key=lambda item: item[0].image):
@@ -203,6 +211,8 @@ def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: Fil
                 problem = "no_faces_left"  # its faces are already counted under their reasons
         if problem:
             image_drops[problem] += 1
+            if problem in BROKEN_REASONS:
+                broken.append({"image": rec.image, "reason": problem, "detail": info.detail or info.mode})
             if problem != "no_faces_left":
                 face_drops["image_dropped"] += n_faces
             continue
@@ -220,6 +230,7 @@ def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: Fil
         "images_dropped": {r: int(image_drops[r]) for r in IMAGE_REASONS},
         "faces_dropped": {r: int(face_drops[r]) for r in FACE_REASONS},
         "images_reencoded": {r: int(reencoded[r]) for r in REENCODE_REASONS},
+        "broken_images": broken,
     }
     return images, faces, stats
 
@@ -279,19 +290,46 @@ def counts_by_source(records: list[WiderRecord], images: pd.DataFrame, faces: pd
     return out
 
 
+class EmptySplitError(ValueError):
+    """The filter left a split with no images or no faces; the message names the params that did it."""
+
+
+# the param behind each drop reason (reasons not listed are the data's own fault)
+REASON_PARAMS = {"invalid": "drop_invalid", "outside_image": "clip_to_image", "too_small": "min_face_px",
+                 "blur": "max_blur", "occlusion": "max_occlusion", "atypical_pose": "drop_atypical_pose",
+                 "too_small_image": "min_image_px", "no_faces_left": "keep_empty_images"}
+
+
+def check_not_empty(split: str, stats: dict[str, Any], params: FilterParams) -> None:
+    """Raise EmptySplitError when `split` kept no image or no face: training on it would learn
+    nothing (or crash), and evaluating on it would score nothing."""
+    if stats["images_kept"] and stats["faces_kept"]:
+        return
+    what = "images" if not stats["images_kept"] else "faces"
+    drops = {**stats["images_dropped"], **stats["faces_dropped"]} if what == "images" else stats["faces_dropped"]
+    causes = sorted(((n, r) for r, n in drops.items() if n and r != "image_dropped"), reverse=True)
+    named = [f"filter.{REASON_PARAMS[r]}: {getattr(params, REASON_PARAMS[r])!r} dropped {n}"
+             for n, r in causes if r in REASON_PARAMS]
+    other = [f"{r}: {n}" for n, r in causes if r not in REASON_PARAMS]
+    why = "; ".join(named + other) or f"the split has {stats['images_in']} images and {stats['faces_in']} faces"
+    raise EmptySplitError(f"{split}: no {what} left after filtering ({stats[f'{what}_in']} in; {why}): "
+                          "relax those params in params.yaml")
+
+
 def run_filter(archive: WiderArchive, params: FilterParams, interim_dir: str | os.PathLike,
                splits: tuple[str, ...] = ("train", "val"), progress=None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Filter every split of `archive` into `interim_dir`; returns (stats per split, size histogram)."""
     stats: dict[str, Any] = {}
     faces_by_split = {}
-    for split in splits:
-        records = archive.records(split)
-        infos = inspect_images(archive, split, [r.image for r in records], params.workers)
-        images, faces, stats[split] = filter_split(records, infos, params)
-        if split == "train" and (sources := archive.train_sources()):  # extra sources joined the train split
-            stats[split]["by_source"] = counts_by_source(records, images, faces, sources, archive.main_source())
-        write_tables(images, faces, interim_dir, split)
-        faces_by_split[split] = faces
-        if progress:
-            progress(len(records))
+    records = {split: archive.records(split) for split in splits}  # every gt txt parsed before any image
+    with image_workers(params.workers) as pool:
+        for split in splits:
+            infos = inspect_images(archive, split, [r.image for r in records[split]], progress=progress, pool=pool)
+            images, faces, stats[split] = filter_split(records[split], infos, params)
+            check_not_empty(split, stats[split], params)
+            if split == "train" and (sources := archive.train_sources()):  # extra sources joined the train split
+                stats[split]["by_source"] = counts_by_source(records[split], images, faces, sources,
+                                                             archive.main_source())
+            write_tables(images, faces, interim_dir, split)
+            faces_by_split[split] = faces
     return stats, face_size_histogram(faces_by_split)

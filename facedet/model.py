@@ -9,8 +9,10 @@ Only standard Keras layers are used, so `keras.models.load_model` needs no custo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import socket
 from pathlib import Path
 
 import keras
@@ -48,11 +50,24 @@ def _downsample(x, filters: int, name: str):
     return _conv_bn_relu(x, filters, f"{name}_project")
 
 
-def build_backbone(image, config: DetectorConfig, weights: str | None = None) -> keras.Model:
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    """Keras' weight download (urllib, no timeout of its own) gives up after `seconds` without data."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def build_backbone(image, config: DetectorConfig, weights: str | None = None,
+                   download_timeout_s: float = 60) -> keras.Model:
     """MobileNetV2 (no top) applied to the normalised `image` tensor.
 
-    weights: None (random init), 'imagenet' (downloads; fails with one clear line offline), or the
-    path to a weights file for this MobileNetV2 (e.g. Keras' `..._no_top.h5`).
+    weights: None (random init), 'imagenet' (downloads; fails with one clear line offline, or when
+    the server sends nothing for `download_timeout_s`), or the path to a weights file for this
+    MobileNetV2 (e.g. Keras' `..._no_top.h5`).
     """
     if weights in (None, "none"):
         weights = None
@@ -60,10 +75,16 @@ def build_backbone(image, config: DetectorConfig, weights: str | None = None) ->
         raise BackboneWeightsError(f"backbone weights file not found: {weights}")
     shape = (config.input_size, config.input_size, 3)
     try:
-        return keras.applications.MobileNetV2(
-            input_shape=shape, alpha=config.alpha, include_top=False, weights=weights, input_tensor=image
-        )
+        with _socket_timeout(download_timeout_s):
+            return keras.applications.MobileNetV2(
+                input_shape=shape, alpha=config.alpha, include_top=False, weights=weights, input_tensor=image
+            )
     except Exception as err:  # download or file errors
+        if weights == "imagenet" and (isinstance(err, TimeoutError) or "timed out" in str(err)):
+            raise BackboneWeightsError(
+                f"backbone_weights=imagenet: the download sent nothing for {download_timeout_s:g} s "
+                "(train.download_timeout_s; offline or a stalled proxy?): use 'none' or a local weights file path"
+            ) from None
         if weights == "imagenet":
             raise BackboneWeightsError(
                 "backbone_weights=imagenet needs to download MobileNetV2 weights (offline?): "
@@ -72,12 +93,13 @@ def build_backbone(image, config: DetectorConfig, weights: str | None = None) ->
         raise BackboneWeightsError(f"cannot load backbone weights {weights}: {err}") from None
 
 
-def build_detector(config: DetectorConfig, backbone_weights: str | None = None) -> keras.Model:
+def build_detector(config: DetectorConfig, backbone_weights: str | None = None,
+                   download_timeout_s: float = 60) -> keras.Model:
     """The SSD detector for `config` (see the module docstring for the input/output contract)."""
     size = config.input_size
     image = keras.Input((size, size, 3), name="image", dtype="float32")
     normalised = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")(image)
-    backbone = build_backbone(normalised, config, backbone_weights)
+    backbone = build_backbone(normalised, config, backbone_weights, download_timeout_s)
     channels = config.head_channels
 
     # Pyramid: backbone taps up to stride 32, extra downsampling layers beyond.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -48,9 +49,12 @@ def read_params_file(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12FloatLoader) or {}
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
+        # The construct at fault starts at the context mark (an unclosed quote, a key without ':');
+        # the problem mark is where the parser gave up, often the next line.
+        mark = getattr(err, "context_mark", None) or getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ParamsError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
+        context = f" ({err.context})" if getattr(err, "context_mark", None) and getattr(err, "context", None) else ""
+        raise ParamsError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}{context}") from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections")
     return data
@@ -147,6 +151,8 @@ def _check(hint: Any, value: Any, key: str, metadata: Any = None) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"params.yaml: '{key}' must be a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ParamsError(f"params.yaml: '{key}' must be a finite number, got {value!r}")
     elif hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParamsError(f"params.yaml: '{key}' must be an integer, got {value!r}")

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facedet.tflite_check import check_tflite_file
+
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"  # the custom op every exported detector ends in
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 RESIZE_MODES = ("stretch", "letterbox")
@@ -55,11 +57,19 @@ def quiet_interpreter_deprecation() -> Iterator[None]:
 
 
 def load_interpreter(path: str | os.PathLike, num_threads: int = 1):
-    """-> (allocated interpreter, {output name in OUTPUT_NAMES: output tensor details})."""
+    """-> (allocated interpreter, {output name in OUTPUT_NAMES: output tensor details}).
+
+    The file is checked first (`check_tflite_file`): a truncated or foreign file is a one-line
+    ValueError, never an interpreter crash."""
+    check_tflite_file(path)
     Interpreter = interpreter_class()
-    with quiet_interpreter_deprecation():
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-    interpreter.allocate_tensors()
+    try:
+        with quiet_interpreter_deprecation():
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: the TFLite interpreter cannot load this model ({detail})") from None
     return interpreter, find_outputs(interpreter, path)
 
 
@@ -166,11 +176,6 @@ class TFLiteDetector:
 
     def __init__(self, path: str | os.PathLike, num_threads: int = 1, resize: str | None = None):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such TFLite model")
-        with open(self.path, "rb") as f:
-            if f.read(8)[4:] != b"TFL3":  # the flatbuffer file identifier of every .tflite
-                raise ValueError(f"{self.path}: not a TFLite model file (no 'TFL3' identifier)")
         self._interpreter, self._outputs = load_interpreter(self.path, num_threads)
         inputs = self._interpreter.get_input_details()
         if len(inputs) != 1:

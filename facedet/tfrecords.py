@@ -24,6 +24,9 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from facedet.atomic import remove_stale_temps
+from facedet.disk import translate_disk_full
+from facedet.lifetime import die_with_parent
 from facedet.params import field_range
 
 FACE_LABEL = 1
@@ -70,6 +73,7 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
 # encoding and sharded writing
 
 PASS_THROUGH_MODES = ("RGB", "L")
+TRANSPARENT_BACKGROUND = (128, 128, 128, 255)  # what transparent pixels become when re-encoded
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,10 @@ def image_for_shard(data: bytes, width: int, height: int, mode: str, fmt: str, r
             steps.append(f"downscale max_side={max_side}")
         if img.mode not in PASS_THROUGH_MODES:
             steps.append(f"convert {img.mode}->RGB")
+            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+                # transparent pixels onto grey: the colour the training pipeline pads with
+                rgba = img.convert("RGBA")
+                img = Image.alpha_composite(Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND), rgba)
             img = img.convert("RGB")
         if img.size != size:
             img = img.resize(size, Image.Resampling.BILINEAR)
@@ -249,7 +257,7 @@ def write_shards(output_prefix: str | os.PathLike, examples: Iterable[Any], num_
     finals = shard_paths(output_prefix, num_shards)
     parent = finals[0].parent
     parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{finals[0].name}.tmp-", dir=parent))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=remove_stale_temps(finals[0]), dir=parent))
     if assignment == "round_robin":
         members = [items[k::num_shards] for k in range(num_shards)]
     else:
@@ -259,7 +267,7 @@ def write_shards(output_prefix: str | os.PathLike, examples: Iterable[Any], num_
     try:
         workers = min(workers, num_shards) if encode is not None else 1
         if workers > 1 and len(items) > 1:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            with multiprocessing.get_context("fork").Pool(workers, initializer=die_with_parent) as pool:
                 pool.map(_write_one_shard, jobs, chunksize=1)
         else:
             for job in jobs:
@@ -275,7 +283,7 @@ def write_shards(output_prefix: str | os.PathLike, examples: Iterable[Any], num_
 def _write_one_shard(job: tuple[Path, list[Any], Callable[[Any], Any] | None]) -> int:
     """Write one shard file: its items encoded (if `encode`) and serialized, in order."""
     path, shard_items, encode = job
-    with tf.io.TFRecordWriter(str(path)) as writer:
+    with translate_disk_full(path), tf.io.TFRecordWriter(str(path)) as writer:
         for item in shard_items:
             example = encode(item) if encode is not None else item
             if not isinstance(example, (bytes, bytearray)):

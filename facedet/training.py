@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -34,11 +35,14 @@ from tqdm import tqdm
 
 from facedet.anchors import DetectorConfig, anchor_boxes
 from facedet.atomic import atomic_path, write_text_atomic
+from facedet.determinism import is_pinned
+from facedet.disk import require_free_space
 from facedet.input import AugmentConfig, make_dataset
 from facedet.losses import LossConfig, detection_loss
 from facedet.model import build_detector
 from facedet.params import ParamsError, field_range
 
+SHARED_OBJECT_ID = re.compile(rb'"shared_object_id": (\d+)')  # id() of a shared object, in config.json
 RUN_FILE = "run.json"  # in checkpoint_dir: what the checkpoints there were trained with
 LIVE_SNAPSHOT = "dvclive"  # in checkpoint_dir: DVCLive's files as of the newest checkpoint
 
@@ -54,6 +58,7 @@ class TrainParams:
     weight_decay: float = field_range(0.0, 1.0)
     seed: int = 7
     backbone_weights: str = "none"  # none | imagenet | <path to a MobileNetV2 weights file>
+    download_timeout_s: float = field_range(1, 3600, default=60)  # imagenet: give up when nothing comes for this long
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     checkpoint_every: int = field_range(1, 10_000_000, default=250)
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
@@ -61,7 +66,7 @@ class TrainParams:
     positive_iou: float = field_range(0.0, 1.0, default=0.5)
     negative_iou: float = field_range(0.0, 1.0, default=0.4)
     log_every: int = field_range(1, 1_000_000, default=10)
-    deterministic: bool = False  # TF op determinism: bit-identical reruns on the same machine
+    deterministic: bool = False  # bit-identical reruns on the same machine (facedet.determinism; slower)
     fused_batch_norm: bool = True  # train batch norm with TF's fused kernel (see FusedBatchNormalization)
     loss: LossConfig = LossConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -161,7 +166,7 @@ class TrainState:
 def build_train_state(params: TrainParams, config: DetectorConfig, strategy: tf.distribute.Strategy) -> TrainState:
     """The detector (random or `backbone_weights` init) and a built optimizer, under `strategy`."""
     with strategy.scope():
-        model = build_detector(config, params.backbone_weights)
+        model = build_detector(config, params.backbone_weights, params.download_timeout_s)
         optimizer = make_optimizer(params)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -216,11 +221,18 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
     checkpoint_dir = Path(checkpoint_dir)
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
+        if not is_pinned():
+            print("train: warning: deterministic, but TensorFlow started before pin_determinism() (oneDNN / "
+                  "threads): runs may differ in the last bits (see facedet/determinism.py)")
     keras.utils.set_random_seed(params.seed)
     strategy = make_strategy(params.strategy)
     print(f"train: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s)")
     state = build_train_state(params, config, strategy)
     chief = is_chief()
+    if chief:  # two checkpoints kept, a third being written, model.keras and its temporary copy
+        weights = sum(v.numpy().nbytes for v in state.model.variables)
+        need = 3 * (weights + sum(v.numpy().nbytes for v in state.optimizer.variables)) + 2 * weights
+        require_free_space(checkpoint_dir, need, "training (checkpoints and model.keras)")
     start = _restore(state.checkpoint, checkpoint_dir, _recipe(config, params, train_files), chief)
     # Non-chief workers must save too (collective ops), but somewhere nobody reads.
     save_dir = str(checkpoint_dir) if chief else tempfile.mkdtemp(prefix="facedet-worker-ckpt-")
@@ -244,7 +256,7 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
     bar = tqdm(total=params.steps, initial=start, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True)
     tick, tick_step = time.perf_counter(), start
-    with fused_batch_norm(state.model, params.fused_batch_norm):
+    with bar, fused_batch_norm(state.model, params.fused_batch_norm):  # the bar closes before any error line
         for step in range(start, params.steps):
             lr = learning_rate_at(step, params)
             state.optimizer.learning_rate.assign(lr)
@@ -270,7 +282,6 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
                 manager.save(checkpoint_number=done)
             if done % params.log_every == 0 or save:
                 tick, tick_step = time.perf_counter(), done  # images/s leaves out validation and saving
-    bar.close()
     if live is not None:
         live.end()
     if board is not None:
@@ -316,13 +327,19 @@ def save_detector(model: keras.Model, config: DetectorConfig, model_dir: str | o
 
 
 def _without_save_time(source: Path, target: Path) -> None:
-    """Copy a .keras archive with its save time removed (metadata.json's date_saved, member dates), so
-    the same weights give the same bytes and DVC's cache hits for the stages after training."""
+    """Copy a .keras archive with what differs between processes removed: the save time
+    (metadata.json's date_saved, member dates) and the memory addresses Keras writes as
+    config.json's `shared_object_id` (renumbered 0, 1, ... in order of appearance), so the same
+    weights give the same bytes and DVC's cache hits for the stages after training."""
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
         for member in src.infolist():
             data = src.read(member)
             if member.filename == "metadata.json":
                 data = json.dumps({**json.loads(data), "date_saved": "1980-01-01@00:00:00"}).encode()
+            elif member.filename == "config.json":
+                ids: dict[bytes, bytes] = {}
+                data = SHARED_OBJECT_ID.sub(
+                    lambda m: b'"shared_object_id": ' + ids.setdefault(m.group(1), str(len(ids)).encode()), data)
             dst.writestr(zipfile.ZipInfo(member.filename, date_time=(1980, 1, 1, 0, 0, 0)), data,
                          compress_type=member.compress_type)
 
@@ -332,7 +349,8 @@ def _recipe(config: DetectorConfig, params: TrainParams, train_files: list[str])
     schedule depends on it) and the bytes of the training shards. Checkpoints are resumed only for
     the same recipe, so a resumed run is the run DVC asked for, never a stale one continued."""
     recipe = dataclasses.asdict(params)
-    for key in ("checkpoint_every", "strategy", "log_every", "deterministic", "fused_batch_norm"):
+    for key in ("checkpoint_every", "strategy", "log_every", "deterministic", "fused_batch_norm",
+                "download_timeout_s"):
         recipe.pop(key)
     digest = hashlib.sha256()
     for path in sorted(train_files):

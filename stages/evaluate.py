@@ -14,6 +14,7 @@ import json
 
 from facedet.evaluation import EvaluateParams, evaluate_detector
 from facedet.filtering import load_filtered
+from facedet.lifetime import die_with_parent
 from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderArchive
 
@@ -32,6 +33,7 @@ def evaluate(params: EvaluateParams) -> dict[str, float]:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    die_with_parent()
     with exit_on_bad_params("evaluate"):
         params = load_section("evaluate", EvaluateParams)
     with exit_on_bad_params("evaluate", FileNotFoundError, ValueError):

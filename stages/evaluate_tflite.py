@@ -19,6 +19,7 @@ from pathlib import Path
 from facedet.atomic import write_text_atomic
 from facedet.evaluation import EvaluateParams, evaluate_detector
 from facedet.filtering import load_filtered
+from facedet.lifetime import die_with_parent
 from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderArchive
 
@@ -53,6 +54,7 @@ def evaluate_tflite(params: EvaluateParams) -> dict[str, dict[str, float]]:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    die_with_parent()
     with exit_on_bad_params("evaluate_tflite"):
         params = load_section("evaluate", EvaluateParams)
     with exit_on_bad_params("evaluate_tflite", FileNotFoundError, ValueError):

@@ -22,6 +22,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facedet.atomic import atomic_path
+from facedet.disk import exit_on_disk_full, require_free_space
+from facedet.lifetime import die_with_parent
 from facedet.params import ParamsError, exit_on_bad_params, field_range, load_section
 
 LABELS = ["face"]  # 0-based class ids of the TFLite outputs
@@ -77,11 +79,13 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     if reason := writer_unavailable_reason():  # fail before minutes of conversion, not after
         raise SystemExit(f"export: {reason}")
     trained = DetectorConfig.from_json(model_dir / "detector.json")
+    # per input size two .tflite files (int8 ~1/4, float ~1x the weights) and the converter's SavedModel (~1x)
+    sizes = list(dict.fromkeys([trained.input_size, *params.input_sizes]))
+    require_free_space(out_dir, 3 * len(sizes) * (model_dir / "model.keras").stat().st_size, "the exported models")
     trained_model = keras.models.load_model(model_dir / "model.keras", compile=False)
     shards = sorted(glob.glob(str(tfrecord_dir / "train.record-*-of-*")))
     if not shards:
         raise SystemExit(f"export: no {tfrecord_dir}/train.record-* shards (run the shard stage)")
-    sizes = list(dict.fromkeys([trained.input_size, *params.input_sizes]))
     manifest = []
     with atomic_path(out_dir, is_dir=True) as tmp:
         for size in sizes:
@@ -114,10 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("models/export"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with exit_on_bad_params("export"):
         params = load_section("export", ExportParams, args.params)
-    with exit_on_bad_params("export", FileNotFoundError, ValueError):
+    with exit_on_bad_params("export", FileNotFoundError, ValueError), \
+            exit_on_disk_full("export", args.out):
         export(params, args.model_dir, args.tfrecords, args.out)
 
 

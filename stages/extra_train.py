@@ -15,7 +15,9 @@ from pathlib import Path
 from facedet.annotations import AnnotationError
 from facedet.atomic import atomic_path
 from facedet.data_sources import DataParams
+from facedet.disk import exit_on_disk_full
 from facedet.extra_train import EXTRA_DIR, write_extra_index
+from facedet.lifetime import die_with_parent
 from facedet.params import ParamsError, exit_on_bad_params, load_section
 from facedet.wider import WiderFormatError
 
@@ -25,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the source's key under data.extra_train in params.yaml")
     args = parser.parse_args(argv)
+    die_with_parent()
     stage = f"extra_train@{args.name}"
     with exit_on_bad_params(stage):
         params = load_section("data", DataParams)
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ParamsError(f"params.yaml: no source 'data.extra_train.{args.name}' "
                               f"(sources: {', '.join(params.extra_train) or 'none'})")
     start = time.monotonic()
-    with exit_on_bad_params(stage, AnnotationError, WiderFormatError):
+    with exit_on_bad_params(stage, AnnotationError, WiderFormatError), exit_on_disk_full(stage, EXTRA_DIR):
         with atomic_path(Path(EXTRA_DIR) / f"{args.name}.zip") as tmp:
             summary = write_extra_index(args.name, params.extra_train[args.name], tmp)
     print(f"{stage}: {summary['images']} images, {summary['faces']} faces ({summary['ignored']} ignored regions), "

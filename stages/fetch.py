@@ -19,9 +19,11 @@ from tqdm import tqdm
 
 from facedet.atomic import atomic_path
 from facedet.data_sources import DataParams, write_sources_json
+from facedet.disk import exit_on_disk_full
 from facedet.download import DownloadError, fetch_widerface
 from facedet.embedded import write_embedded_dataset
 from facedet.extra_train import EXTRA_DIR, add_extra_train, index_paths
+from facedet.lifetime import die_with_parent
 from facedet.local_wider import write_local_wider
 from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderFormatError
@@ -62,9 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.fetch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
+    die_with_parent()
     with exit_on_bad_params("fetch"):
         params = load_section("data", DataParams)
-    with exit_on_bad_params("fetch", DownloadError, WiderFormatError, ValueError):
+    with exit_on_bad_params("fetch", DownloadError, WiderFormatError, ValueError), \
+            exit_on_disk_full("fetch", RAW_DIR):
         fetch(params)
 
 

@@ -1,5 +1,6 @@
 """filter: data/raw/ + params `filter` -> data/interim/{train,val}_{images,faces}.csv,
-reports/filter.json (kept/dropped counts per reason, metrics) and reports/filter/face_sizes.csv (plot)."""
+reports/filter.json (kept/dropped counts per reason, metrics; with extra training sources, train images and
+faces in and kept per source under `train.by_source`) and reports/filter/face_sizes.csv (plot)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import time
 from tqdm import tqdm
 
 from facedet.atomic import atomic_path, write_text_atomic
-from facedet.filtering import FilterParams, run_filter
+from facedet.disk import exit_on_disk_full
+from facedet.filtering import EmptySplitError, FilterParams, run_filter
+from facedet.lifetime import die_with_parent
 from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderArchive, WiderFormatError
 
@@ -30,15 +33,19 @@ def filter_data(params: FilterParams) -> None:
     for split, s in stats.items():
         print(f"filter: {split}: kept {s['images_kept']}/{s['images_in']} images, "
               f"{s['faces_kept']}/{s['faces_in']} faces")
+        for broken in s["broken_images"]:
+            print(f"filter: {split}: dropped {broken['image']}: {broken['reason']} ({broken['detail']})")
     print(f"filter: done in {time.monotonic() - start:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.filter", description=__doc__)
     parser.parse_args(argv)
+    die_with_parent()
     with exit_on_bad_params("filter"):
         params = load_section("filter", FilterParams)
-    with exit_on_bad_params("filter", WiderFormatError, FileNotFoundError):
+    with exit_on_bad_params("filter", WiderFormatError, FileNotFoundError, EmptySplitError), \
+            exit_on_disk_full("filter", INTERIM_DIR):
         filter_data(params)
 
 

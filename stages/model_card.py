@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from facedet.atomic import write_text_atomic
+from facedet.lifetime import die_with_parent
 from facedet.model_card import build_model_card, load_inputs, read_json_if_present, write_model_card
 from facedet.params import exit_on_bad_params
 from facedet.tflite_runner import read_export_manifest
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("models"))
     parser.add_argument("--latency-runs", type=int, default=50, help="timed invokes per model (median)")
     args = parser.parse_args(argv)
+    die_with_parent()
     with exit_on_bad_params("model_card", FileNotFoundError, ValueError):
         card = model_card(args.export_dir, args.model_dir, args.out, args.latency_runs)
     for variant, facts in card["files"].items():

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facedet.atomic import atomic_path
+from facedet.disk import exit_on_disk_full, require_free_space
 from facedet.filtering import load_filtered
+from facedet.lifetime import die_with_parent
 from facedet.params import exit_on_bad_params, load_section
 from facedet.wider import WiderArchive, WiderFormatError
 
@@ -25,13 +27,20 @@ if TYPE_CHECKING:
 
 
 def shard(params: ShardParams) -> None:
-    from facedet.tfrecords import ExampleEncoder, check_shards, label_map_text, write_shards
+    from facedet.tfrecords import ExampleEncoder, ShardCheckError, check_shards, label_map_text, write_shards
 
     start = time.monotonic()
     archive = WiderArchive(RAW_DIR)
     splits = {"train": params.train_shards, "val": params.val_shards}
     with atomic_path(TFRECORD_DIR, is_dir=True) as tmp:
         tables = {split: load_filtered(INTERIM_DIR, split) for split in splits}
+        for split, table in tables.items():
+            if not table:
+                raise ShardCheckError(f"{INTERIM_DIR}/{split}_images.csv: no images to shard (re-run the filter "
+                                      "stage: it stops when a split is left empty)")
+        # the shards hold the images (re-encoding changes their size little): about the archives' size
+        need = sum((Path(RAW_DIR) / f"WIDER_{split}.zip").stat().st_size for split in splits)
+        require_free_space(TFRECORD_DIR, need, "the TFRecord shards")
         # every split is written before any is checked: the check starts TensorFlow, and the
         # writer's worker processes must not be forked from a process running it
         written = {split: write_shards(Path(tmp) / f"{split}.record", tables[split], count,
@@ -49,11 +58,13 @@ def shard(params: ShardParams) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.shard", description=__doc__)
     parser.parse_args(argv)
+    die_with_parent()
     from facedet.tfrecords import ShardCheckError, ShardParams  # TF: not for --help
 
     with exit_on_bad_params("shard"):
         params = load_section("shard", ShardParams)
-    with exit_on_bad_params("shard", FileNotFoundError, WiderFormatError, ShardCheckError):
+    with exit_on_bad_params("shard", FileNotFoundError, WiderFormatError, ShardCheckError), \
+            exit_on_disk_full("shard", TFRECORD_DIR):
         shard(params)
 
 

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facedet.anchors import load_preset
-from facedet.params import exit_on_bad_params, load_section
+from facedet.disk import exit_on_disk_full
+from facedet.lifetime import die_with_parent
+from facedet.determinism import pin_determinism
+from facedet.params import exit_on_bad_params, load_section, read_params_file
 
 TFRECORDS = Path("data/tfrecords")
 MODEL_DIR = Path("models/detector")
@@ -28,6 +31,15 @@ class ModelParams:
     """params.yaml `model`."""
 
     preset: str = "ssd_mobilenet_v2_256"
+
+
+def pin_if_deterministic() -> None:
+    """With `train.deterministic: true`, set TensorFlow up for bit-identical runs (facedet.determinism):
+    before TensorFlow starts, since it picks oneDNN and its thread pools then."""
+    with exit_on_bad_params("train"):
+        section = read_params_file().get("train")
+    if isinstance(section, dict) and section.get("deterministic") is True:
+        pin_determinism()
 
 
 def train() -> None:
@@ -50,12 +62,13 @@ def train() -> None:
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m stages.train", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    die_with_parent()
+    pin_if_deterministic()
     from facedet.model import BackboneWeightsError
 
-    try:
+    with exit_on_bad_params("train", BackboneWeightsError, FloatingPointError), \
+            exit_on_disk_full("train", MODEL_DIR.parent):
         train()
-    except BackboneWeightsError as err:
-        raise SystemExit(f"train: error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -314,6 +314,8 @@ def test_a_wider_extra_without_its_layout_names_the_param(tmp_path):
     ({"v": {"format": "voc", "path": "x", "annotations": "a.json"}}, "annotations and images are for format coco"),
     ({"v": {"format": "yolo", "path": "x"}}, "'data.extra_train.v.format' must be one of ['voc', 'coco', 'wider']"),
     ({"v": {"format": "voc"}}, "missing key 'data.extra_train.v.path'"),
+    ({"c": {"format": "coco", "path": "x", "annotations": "../a.json"}},
+     "'data.extra_train.c.annotations' must lie inside path (DVC watches path)"),
     ([{"format": "voc", "path": "x"}], "'data.extra_train' must be a mapping"),
 ])
 def test_bad_extra_train_params_name_the_key(extra, message):

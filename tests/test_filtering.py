@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image
 
 from facedet.filtering import FilterParams, filter_split, inspect_image, inspect_images, load_filtered, run_filter
 from facedet.wider import WiderArchive, WiderRecord, format_gt_txt
@@ -68,17 +68,20 @@ def make_raw(tmp_path):
     return WiderArchive(tmp_path)
 
 
-def test_the_image_check_needs_no_full_decode_yet_finds_truncated_jpegs(monkeypatch):
+def test_every_image_is_decoded_fully_as_training_decodes_it_and_libjpeg_warnings_drop_it():
     good, cut = jpeg(100, 80, noise=True), FILES["1--Handshaking/cut.jpg"]
-    junk_after_end = good + b"camera trailer"
-    decoded = []
-    real_load = ImageFile.ImageFile.load
-    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1) or real_load(self))
     assert inspect_image(good).problem == "" and inspect_image(good + b"\0" * 64).problem == ""
-    assert decoded == []  # header + end-of-image marker (zero padding allowed): no decode
+    assert inspect_image(good + b"camera trailer").problem == ""  # junk after the end marker: kept
     info = inspect_image(cut)
-    assert (info.problem, info.width, info.height) == ("truncated", 100, 80) and len(decoded) == 1
-    assert inspect_image(junk_after_end).problem == ""  # no end marker last, but it decodes: kept
+    assert (info.problem, info.width, info.height) == ("truncated", 100, 80)
+    # a half JPEG closed with an end marker: TF decodes it to a half-grey image, libjpeg only warns
+    half = inspect_image(good[:len(good) // 2] + b"\xff\xd9")
+    assert (half.problem, half.detail) == ("corrupt", "Corrupt JPEG data: premature end of data segment")
+    garbled = good[:len(good) // 2] + bytes(range(200)) + good[len(good) // 2 + 200:]
+    assert inspect_image(garbled).problem == "corrupt"
+    rgba = io.BytesIO()
+    Image.new("RGBA", (40, 30), (10, 20, 30, 0)).save(rgba, format="PNG")
+    assert (inspect_image(rgba.getvalue()).mode, inspect_image(rgba.getvalue()).problem) == ("RGBA", "")
 
 
 def test_header_check_reports_real_size_mode_and_broken_files():
@@ -94,8 +97,11 @@ def test_filters_drop_what_they_should_and_count_every_reason(tmp_path):
     stats, sizes = run_filter(archive, STRICT, tmp_path / "interim", splits=("val",))
     s = stats["val"]
     assert s["images_in"] == 8 and s["faces_in"] == 17
-    assert s["images_dropped"] == {"missing": 1, "unreadable": 1, "truncated": 1, "unsupported_mode": 0,
-                                   "too_small_image": 1, "no_faces_left": 0}
+    assert s["images_dropped"] == {"missing": 1, "unreadable": 1, "truncated": 1, "corrupt": 0,
+                                   "unsupported_mode": 0, "too_small_image": 1, "no_faces_left": 0}
+    assert [(b["image"], b["reason"]) for b in s["broken_images"]] == [
+        ("0--Parade/broken.jpg", "unreadable"), ("1--Handshaking/cut.jpg", "truncated"),
+        ("1--Handshaking/missing.jpg", "missing")]
     assert s["faces_dropped"] == {"degenerate": 2, "invalid": 1, "outside_image": 1, "too_small": 1, "blur": 1,
                                   "occlusion": 1, "atypical_pose": 1, "image_dropped": 5}
     assert s["images_reencoded"] == {"cmyk": 1, "not_jpeg": 1}  # the shard stage stores these as RGB JPEGs

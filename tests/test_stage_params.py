@@ -102,7 +102,9 @@ def sweepable_overrides(params: dict, prefix: str = "") -> list[str]:
     return overrides
 
 
-SWEEPS = ["data.source=widerface", "data.embedded.train_images=2000", "data.embedded.seed=1",
+SWEEPS = ["data.source=widerface", "data.local.path=/data/widerface",
+          "+data.extra_train.masks={format:voc,path:/data/masks,names:[mask]}",
+          "data.embedded.train_images=2000", "data.embedded.seed=1",
           "filter.min_face_px=10", "filter.max_blur=1", "shard.train_shards=8", "shard.reencode=true",
           "model.preset=ssd_mobilenet_v2_256", "train.steps=3000", "train.batch_size=32",
           "train.learning_rate=1e-3", "train.weight_decay=0", "train.optimizer=rmsprop",
@@ -143,3 +145,4 @@ def test_every_param_can_be_swept_with_dvc_exp_run_set_param(tmp_path, overrides
     if overrides:
         swept = read_params_file(path)
         assert swept["train"]["learning_rate"] == pytest.approx(1e-3) and swept["data"]["source"] == "widerface"
+        assert swept["data"]["extra_train"] == {"masks": {"format": "voc", "path": "/data/masks", "names": ["mask"]}}

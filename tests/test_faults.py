@@ -520,7 +520,7 @@ def _float_keys(spec, prefix: str) -> list[str]:
 
 
 def test_nan_and_inf_are_rejected_for_every_float_param_with_the_key_named():
-    from facedet.download import DataParams
+    from facedet.data_sources import DataParams
     from facedet.evaluation import EvaluateParams
     from facedet.filtering import FilterParams
     from facedet.params import ParamsError, build

@@ -33,10 +33,10 @@ def match_stats(preset: str, augment: dict, positive_iou: float, negative_iou: f
     import numpy as np
     import tensorflow as tf
 
-    from facedet.anchors import anchor_boxes, load_preset
-    from facedet.boxes import pairwise_iou
-    from facedet.input import AugmentConfig, augment_example
-    from facedet.losses import POSITIVE, assign_targets
+    from facedet.model.anchors import anchor_boxes, load_preset
+    from facedet.model.boxes import pairwise_iou
+    from facedet.train.input import AugmentConfig, augment_example
+    from facedet.model.losses import POSITIVE, assign_targets
 
     config = load_preset(preset, ROOT / "configs")
     anchors = tf.constant(anchor_boxes(config))
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tfrecords", type=Path, default=ROOT / "data/tfrecords")
     parser.add_argument("--images", type=int, default=400, help="training examples drawn per recipe")
     args = parser.parse_args(argv)
-    from facedet.input import list_shards
+    from facedet.train.input import list_shards
 
     files = list_shards(args.tfrecords, "train")
     if not files:

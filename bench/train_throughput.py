@@ -117,11 +117,11 @@ def main(argv=None) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     import keras
 
-    from facedet.anchors import anchor_boxes, load_preset
-    from facedet.input import list_shards, make_dataset
-    from facedet.losses import detection_loss
-    from facedet.params import load_section
-    from facedet.training import TrainParams, build_train_state, fused_batch_norm, make_train_step
+    from facedet.model.anchors import anchor_boxes, load_preset
+    from facedet.train.input import list_shards, make_dataset
+    from facedet.model.losses import detection_loss
+    from facedet.params.loader import load_section
+    from facedet.train.loop import TrainParams, build_train_state, fused_batch_norm, make_train_step
     from stages.train import ModelParams
 
     params = load_section("train", TrainParams)

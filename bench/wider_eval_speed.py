@@ -18,7 +18,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import numpy as np  # noqa: E402
 from wider_eval_reference import reference_wider_eval, synthetic_val_set  # noqa: E402
 
-from facedet.wider_eval import evaluate_wider, match_predictions  # noqa: E402
+from facedet.evaluate.wider_eval import evaluate_wider, match_predictions  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     t0 = time.perf_counter()
     match_predictions(gt, preds)
     matching = time.perf_counter() - t0
-    print(f"facedet.wider_eval: {fast:.3f} s (best of {args.repeat}; matching {matching:.3f} s)  "
+    print(f"facedet.evaluate.wider_eval: {fast:.3f} s (best of {args.repeat}; matching {matching:.3f} s)  "
           + "  ".join(f"{k} {v:.4f}" for k, v in result.ap.items()))
 
     # the reference on a subset without the crowd image, extrapolated by detections x thresholds work

@@ -1,7 +1,7 @@
 """The `facedet` command.
 
     facedet eval-wider --pred PRED_DIR --gt GT_DIR [--json OUT.json]
-    facedet detect ...            (facedet.detect)
+    facedet detect ...            (facedet.runtime.detect)
 
 Every subcommand lives in a module exposing `add_parser(subparsers)` (it calls
 `subparsers.add_parser(name, ...)` and adds its arguments) and `run(args) -> int | None`.
@@ -20,11 +20,11 @@ import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
-from facedet.wider import SUBSETS
+from facedet.data.wider import SUBSETS
 
 COMMAND_MODULES: tuple[str, ...] = (
     "facedet.cli",  # eval-wider, below
-    "facedet.detect",
+    "facedet.runtime.detect",
 )
 
 USER_ERRORS = (OSError, ValueError, KeyError)
@@ -50,10 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from facedet.atomic import write_text_atomic
-    from facedet.predictions import read_predictions
-    from facedet.wider import read_eval_ground_truth
-    from facedet.wider_eval import evaluate_wider
+    from facedet.pipeline.atomic import write_text_atomic
+    from facedet.evaluate.submission import read_predictions
+    from facedet.data.wider import read_eval_ground_truth
+    from facedet.evaluate.wider_eval import evaluate_wider
 
     ground_truth = read_eval_ground_truth(args.gt)
     with warnings.catch_warnings(record=True) as caught:

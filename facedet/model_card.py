@@ -29,9 +29,9 @@ from typing import Any
 import yaml
 
 from facedet import __version__
-from facedet.atomic import write_text_atomic
-from facedet.download import sha256_of
-from facedet.params import read_params_file
+from facedet.pipeline.atomic import write_text_atomic
+from facedet.data.download import sha256_of
+from facedet.params.loader import read_params_file
 
 DATA_OUTS = ("data/raw", "data/tfrecords")
 PIPELINE_PRODUCTS = ("dvc.lock", "reports/", "dvclive/")  # rewritten by `dvc repro`: not "dirty code"
@@ -48,7 +48,7 @@ INPUT_FORMATS = {
 }
 NORMALISATION = "normalisation to [-1, 1] happens inside the model (metadata: mean 127.5, std 127.5)"
 DATASET_SOURCES = {
-    "embedded": "embedded synthetic dataset generated offline in the official WIDER FACE layout (facedet.embedded)",
+    "embedded": "embedded synthetic dataset generated offline in the official WIDER FACE layout (facedet.data.synthetic)",
     "widerface": "WIDER FACE (shuoyang1213.me/WIDERFACE; licence CC BY-NC-ND 4.0 via the HuggingFace mirror)",
     "local": "a WIDER FACE-layout copy read from disk (data.local.path; sha256 of every file in data/raw/sources.json)",
 }
@@ -97,7 +97,7 @@ def median_invoke_ms(model_path: str | os.PathLike, num_threads: int = 1, runs: 
     image, in ms."""
     import numpy as np
 
-    from facedet.tflite_runner import load_interpreter
+    from facedet.runtime.tflite_detector import load_interpreter
 
     interpreter, _ = load_interpreter(model_path, num_threads=num_threads)
     (inp,) = interpreter.get_input_details()
@@ -113,8 +113,8 @@ def median_invoke_ms(model_path: str | os.PathLike, num_threads: int = 1, runs: 
 
 def tflite_facts(model_path: str | os.PathLike, latency_runs: int = 50) -> dict[str, Any]:
     """Size, hash, input, outputs, packed metadata and 1-thread latency of an exported detector."""
-    from facedet.tflite_metadata import MetadataWriterUnavailable, read_detector_metadata
-    from facedet.tflite_runner import load_interpreter, manifest_entry
+    from facedet.export.metadata import MetadataWriterUnavailable, read_detector_metadata
+    from facedet.runtime.tflite_detector import load_interpreter, manifest_entry
 
     path = Path(model_path)
     resize = (manifest_entry(path) or {}).get("resize", "stretch")

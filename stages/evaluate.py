@@ -12,15 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from facedet.evaluation import EvaluateParams, evaluate_detector
-from facedet.filtering import load_filtered
-from facedet.lifetime import die_with_parent
-from facedet.params import exit_on_bad_params, load_section
-from facedet.wider import WiderArchive
+from facedet.evaluate.score import EvaluateParams, evaluate_detector
+from facedet.data.filtering import load_filtered
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.params.loader import exit_on_bad_params, load_section
+from facedet.data.wider import WiderArchive
 
 
 def evaluate(params: EvaluateParams) -> dict[str, float]:
-    from facedet.inference import KerasDetector
+    from facedet.runtime.keras_detector import KerasDetector
 
     detector = KerasDetector("models/detector", input_size=params.input_size or None)
     return evaluate_detector(

@@ -16,19 +16,19 @@ import argparse
 import json
 from pathlib import Path
 
-from facedet.atomic import write_text_atomic
-from facedet.evaluation import EvaluateParams, evaluate_detector
-from facedet.filtering import load_filtered
-from facedet.lifetime import die_with_parent
-from facedet.params import exit_on_bad_params, load_section
-from facedet.wider import WiderArchive
+from facedet.pipeline.atomic import write_text_atomic
+from facedet.evaluate.score import EvaluateParams, evaluate_detector
+from facedet.data.filtering import load_filtered
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.params.loader import exit_on_bad_params, load_section
+from facedet.data.wider import WiderArchive
 
 REPORTS = "reports/evaluate_tflite"
 EXPORT_DIR = "models/export"
 
 
 def evaluate_tflite(params: EvaluateParams) -> dict[str, dict[str, float]]:
-    from facedet.tflite_runner import TFLiteDetector, read_export_manifest
+    from facedet.runtime.tflite_detector import TFLiteDetector, read_export_manifest
 
     entries = read_export_manifest(EXPORT_DIR)
     archive, coco_images = WiderArchive("data/raw"), load_filtered("data/interim", "val")

@@ -4,7 +4,7 @@ Reads  models/detector/ (model.keras, detector.json) and data/tfrecords/train.re
 writes models/export/ atomically: face_detector_int8.tflite, face_detector_float.tflite at the
 trained input size (the phone model), face_detector_{int8,float}_<size>.tflite at each other size of
 `export.input_sizes` (the same weights rebuilt at that square input, anchors at the same pixel
-sizes: facedet.model.at_input_size), every file with TFLite model metadata (label file,
+sizes: facedet.model.ssd.at_input_size), every file with TFLite model metadata (label file,
 normalisation; MediaPipe / Task Library load them as they are), labels.txt, and export.json: each
 file's quantization, input size and resize mode (stretch / letterbox), which the runner and the
 evaluate_tflite stage read.
@@ -21,10 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from facedet.atomic import atomic_path
-from facedet.disk import exit_on_disk_full, require_free_space
-from facedet.lifetime import die_with_parent
-from facedet.params import ParamsError, exit_on_bad_params, field_range, load_section
+from facedet.pipeline.atomic import atomic_path
+from facedet.pipeline.disk import exit_on_disk_full, require_free_space
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.params.loader import ParamsError, exit_on_bad_params, field_range, load_section
 
 LABELS = ["face"]  # 0-based class ids of the TFLite outputs
 
@@ -70,11 +70,11 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     import keras
 
     from facedet import __version__
-    from facedet.anchors import DetectorConfig, anchor_boxes
-    from facedet.export import export_tflite, representative_images, verify_tflite
-    from facedet.model import at_input_size
-    from facedet.tflite_metadata import write_detector_metadata, writer_unavailable_reason
-    from facedet.tflite_runner import EXPORT_MANIFEST
+    from facedet.model.anchors import DetectorConfig, anchor_boxes
+    from facedet.export.tflite import export_tflite, representative_images, verify_tflite
+    from facedet.model.ssd import at_input_size
+    from facedet.export.metadata import write_detector_metadata, writer_unavailable_reason
+    from facedet.runtime.tflite_detector import EXPORT_MANIFEST
 
     if reason := writer_unavailable_reason():  # fail before minutes of conversion, not after
         raise SystemExit(f"export: {reason}")

@@ -2,7 +2,7 @@
 
 Reads one extra training source (PASCAL VOC, COCO instances JSON, or a WIDER-layout tree), checks every
 annotation against its image, and writes its images and WIDER gt rows, ready for the fetch stage to add
-to the train split (facedet.extra_train). dvc.yaml makes one such stage per source (`foreach`), so DVC
+to the train split (facedet.data.extra_train). dvc.yaml makes one such stage per source (`foreach`), so DVC
 hashes each source's files and a change to one re-runs its stage and fetch.
 """
 
@@ -12,14 +12,14 @@ import argparse
 import time
 from pathlib import Path
 
-from facedet.annotations import AnnotationError
-from facedet.atomic import atomic_path
-from facedet.data_sources import DataParams
-from facedet.disk import exit_on_disk_full
-from facedet.extra_train import EXTRA_DIR, write_extra_index
-from facedet.lifetime import die_with_parent
-from facedet.params import ParamsError, exit_on_bad_params, load_section
-from facedet.wider import WiderFormatError
+from facedet.data.annotations import AnnotationError
+from facedet.pipeline.atomic import atomic_path
+from facedet.data.sources import DataParams
+from facedet.pipeline.disk import exit_on_disk_full
+from facedet.data.extra_train import EXTRA_DIR, write_extra_index
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.params.loader import ParamsError, exit_on_bad_params, load_section
+from facedet.data.wider import WiderFormatError
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,10 +4,10 @@
 archives from the mirrors in `data.widerface` (verified by size and sha256; resumable partial files
 in data/downloads/, outside DVC). Files with no published checksum are pinned on first download in
 data/widerface.lock.json: commit that file. `local` reads a WIDERFace copy already on disk
-(`data.local.path`: the official archives or the same tree unpacked; see facedet.local_wider) and
+(`data.local.path`: the official archives or the same tree unpacked; see facedet.data.local_wider) and
 records the sha256 of what it read in data/raw/sources.json. `data.extra_train` sources (VOC, COCO,
 WIDER trees, each indexed and checked by its own `extra_train@<name>` stage into data/extra/<name>.zip)
-join the train split as events of their own (facedet.extra_train).
+join the train split as events of their own (facedet.data.extra_train).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import time
 
 from tqdm import tqdm
 
-from facedet.atomic import atomic_path
-from facedet.data_sources import DataParams, write_sources_json
-from facedet.disk import exit_on_disk_full
-from facedet.download import DownloadError, fetch_widerface
-from facedet.embedded import write_embedded_dataset
-from facedet.extra_train import EXTRA_DIR, add_extra_train, index_paths
-from facedet.lifetime import die_with_parent
-from facedet.local_wider import write_local_wider
-from facedet.params import exit_on_bad_params, load_section
-from facedet.wider import WiderFormatError
+from facedet.pipeline.atomic import atomic_path
+from facedet.data.sources import DataParams, write_sources_json
+from facedet.pipeline.disk import exit_on_disk_full
+from facedet.data.download import DownloadError, fetch_widerface
+from facedet.data.synthetic import write_embedded_dataset
+from facedet.data.extra_train import EXTRA_DIR, add_extra_train, index_paths
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.data.local_wider import write_local_wider
+from facedet.params.loader import exit_on_bad_params, load_section
+from facedet.data.wider import WiderFormatError
 
 RAW_DIR = "data/raw"
 DOWNLOAD_DIR = "data/downloads"

@@ -10,12 +10,12 @@ import time
 
 from tqdm import tqdm
 
-from facedet.atomic import atomic_path, write_text_atomic
-from facedet.disk import exit_on_disk_full
-from facedet.filtering import EmptySplitError, FilterParams, run_filter
-from facedet.lifetime import die_with_parent
-from facedet.params import exit_on_bad_params, load_section
-from facedet.wider import WiderArchive, WiderFormatError
+from facedet.pipeline.atomic import atomic_path, write_text_atomic
+from facedet.pipeline.disk import exit_on_disk_full
+from facedet.data.filtering import EmptySplitError, FilterParams, run_filter
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.params.loader import exit_on_bad_params, load_section
+from facedet.data.wider import WiderArchive, WiderFormatError
 
 RAW_DIR = "data/raw"
 INTERIM_DIR = "data/interim"

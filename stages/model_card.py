@@ -16,11 +16,11 @@ import argparse
 import json
 from pathlib import Path
 
-from facedet.atomic import write_text_atomic
-from facedet.lifetime import die_with_parent
+from facedet.pipeline.atomic import write_text_atomic
+from facedet.pipeline.lifetime import die_with_parent
 from facedet.model_card import build_model_card, load_inputs, read_json_if_present, write_model_card
-from facedet.params import exit_on_bad_params
-from facedet.tflite_runner import read_export_manifest
+from facedet.params.loader import exit_on_bad_params
+from facedet.runtime.tflite_detector import read_export_manifest
 
 MODEL_METRICS = Path("reports/model.json")
 

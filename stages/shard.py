@@ -11,23 +11,23 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from facedet.atomic import atomic_path
-from facedet.disk import exit_on_disk_full, require_free_space
-from facedet.filtering import load_filtered
-from facedet.lifetime import die_with_parent
-from facedet.params import exit_on_bad_params, load_section
-from facedet.wider import WiderArchive, WiderFormatError
+from facedet.pipeline.atomic import atomic_path
+from facedet.pipeline.disk import exit_on_disk_full, require_free_space
+from facedet.data.filtering import load_filtered
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.params.loader import exit_on_bad_params, load_section
+from facedet.data.wider import WiderArchive, WiderFormatError
 
 RAW_DIR = "data/raw"
 INTERIM_DIR = "data/interim"
 TFRECORD_DIR = "data/tfrecords"
 
 if TYPE_CHECKING:
-    from facedet.tfrecords import ShardParams
+    from facedet.data.tfrecords import ShardParams
 
 
 def shard(params: ShardParams) -> None:
-    from facedet.tfrecords import ExampleEncoder, ShardCheckError, check_shards, label_map_text, write_shards
+    from facedet.data.tfrecords import ExampleEncoder, ShardCheckError, check_shards, label_map_text, write_shards
 
     start = time.monotonic()
     archive = WiderArchive(RAW_DIR)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.shard", description=__doc__)
     parser.parse_args(argv)
     die_with_parent()
-    from facedet.tfrecords import ShardCheckError, ShardParams  # TF: not for --help
+    from facedet.data.tfrecords import ShardCheckError, ShardParams  # TF: not for --help
 
     with exit_on_bad_params("shard"):
         params = load_section("shard", ShardParams)

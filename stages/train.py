@@ -13,11 +13,11 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from facedet.anchors import load_preset
-from facedet.disk import exit_on_disk_full
-from facedet.lifetime import die_with_parent
-from facedet.determinism import pin_determinism
-from facedet.params import exit_on_bad_params, load_section, read_params_file
+from facedet.model.anchors import load_preset
+from facedet.pipeline.disk import exit_on_disk_full
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.train.determinism import pin_determinism
+from facedet.params.loader import exit_on_bad_params, load_section, read_params_file
 
 TFRECORDS = Path("data/tfrecords")
 MODEL_DIR = Path("models/detector")
@@ -34,7 +34,7 @@ class ModelParams:
 
 
 def pin_if_deterministic() -> None:
-    """With `train.deterministic: true`, set TensorFlow up for bit-identical runs (facedet.determinism):
+    """With `train.deterministic: true`, set TensorFlow up for bit-identical runs (facedet.train.determinism):
     before TensorFlow starts, since it picks oneDNN and its thread pools then."""
     with exit_on_bad_params("train"):
         section = read_params_file().get("train")
@@ -43,8 +43,8 @@ def pin_if_deterministic() -> None:
 
 
 def train() -> None:
-    from facedet import training
-    from facedet.input import list_shards
+    from facedet.train import loop as training
+    from facedet.train.input import list_shards
 
     with exit_on_bad_params("train"):
         model = load_section("model", ModelParams)
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     die_with_parent()
     pin_if_deterministic()
-    from facedet.model import BackboneWeightsError
+    from facedet.model.ssd import BackboneWeightsError
 
     with exit_on_bad_params("train", BackboneWeightsError, FloatingPointError), \
             exit_on_disk_full("train", MODEL_DIR.parent):

@@ -1,7 +1,7 @@
-"""A tiny stand-in for the SSD detector (same contract as facedet.model), for export/runner tests.
+"""A tiny stand-in for the SSD detector (same contract as facedet.model.ssd), for export/runner tests.
 
 Input float32 [B, 64, 64, 3] pixels 0..255; an 8x8 grid of cells (8 px each), 2 anchors per cell
-(square, sides 0.125 and 0.25 of the input), A = 128, in facedet.anchors order (row, column,
+(square, sides 0.125 and 0.25 of the input), A = 128, in facedet.model.anchors order (row, column,
 anchor type). The face logit of a cell grows with its brightness, so a bright square on a dark
 background is "a face" at the anchors under it; box encodings are a small random function of
 the cell colour (or exactly zero: decoded boxes are then the anchors themselves).

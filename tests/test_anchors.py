@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from facedet.anchors import DetectorConfig, anchor_boxes, layer_box_shapes, load_preset
-from facedet.boxes import corners_to_centre
-from facedet.params import ParamsError
+from facedet.model.anchors import DetectorConfig, anchor_boxes, layer_box_shapes, load_preset
+from facedet.model.boxes import corners_to_centre
+from facedet.params.loader import ParamsError
 
 
 def test_anchor_count_centres_and_sizes_follow_the_strides_and_scales():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from facedet.boxes import (
+from facedet.model.boxes import (
     centre_to_corners,
     corners_to_centre,
     corners_to_pixel_xywh,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from facedet.cli import build_parser, main
-from facedet.predictions import write_predictions
-from facedet.wider import EvalImage, write_eval_mats
-from facedet.wider_eval import evaluate_wider
+from facedet.evaluate.submission import write_predictions
+from facedet.data.wider import EvalImage, write_eval_mats
+from facedet.evaluate.wider_eval import evaluate_wider
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from facedet.coco_eval import coco_detections, coco_ground_truth, coco_metrics
+from facedet.evaluate.coco_eval import coco_detections, coco_ground_truth, coco_metrics
 
 
 @dataclass
-class Img:  # the fields of facedet.filtering.FilteredImage the bridge reads
+class Img:  # the fields of facedet.data.filtering.FilteredImage the bridge reads
     image: str
     width: int
     height: int

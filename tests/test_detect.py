@@ -15,8 +15,8 @@ import tensorflow as tf
 from PIL import Image
 
 from facedet.cli import main
-from facedet.detect import detect_faces, list_images
-from facedet.export import export_tflite
+from facedet.runtime.detect import detect_faces, list_images
+from facedet.export.tflite import export_tflite
 from standin_detector import GRID, build_standin, face_image, standin_anchors
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from facedet.download import (
+from facedet.data.download import (
     DRIVE_URL,
     MAT_FILES,
     DownloadError,
@@ -31,9 +31,9 @@ from facedet.download import (
     fetch_widerface,
     mirror_urls,
 )
-from facedet.embedded import EmbeddedParams, write_embedded_dataset
-from facedet.params import ParamsError, build
-from facedet.wider import WiderArchive
+from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+from facedet.params.loader import ParamsError, build
+from facedet.data.wider import WiderArchive
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = bytes(range(256)) * 400  # 100 kB stand-in for WIDER_val.zip

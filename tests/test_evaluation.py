@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from facedet.embedded import EmbeddedParams, write_embedded_dataset
-from facedet.evaluation import decode_rgb, evaluate_detector
-from facedet.filtering import FilterParams, load_filtered, run_filter
-from facedet.predictions import read_predictions
-from facedet.wider import WiderArchive
+from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+from facedet.evaluate.score import decode_rgb, evaluate_detector
+from facedet.data.filtering import FilterParams, load_filtered, run_filter
+from facedet.evaluate.submission import read_predictions
+from facedet.data.wider import WiderArchive
 
 
 @pytest.fixture(scope="module")

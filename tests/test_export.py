@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facedet.export import (POSTPROCESS_OP, PostProcessConfig, export_tflite, representative_images,
+from facedet.export.tflite import (POSTPROCESS_OP, PostProcessConfig, export_tflite, representative_images,
                             tflite_ops)
-from facedet.tflite_runner import OUTPUT_NAMES, load_interpreter, resize_bilinear
+from facedet.runtime.tflite_detector import OUTPUT_NAMES, load_interpreter, resize_bilinear
 from standin_detector import SIZE, build_standin, face_image, standin_anchors
 
 MAX_DETECTIONS, SCORE_THRESHOLD, IOU = 10, 0.05, 0.4

@@ -16,13 +16,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from facedet.annotations import AnnotationError
-from facedet.data_sources import DataParams
-from facedet.embedded import EmbeddedParams, write_embedded_dataset
-from facedet.extra_train import ExtraSource, add_extra_train, write_extra_index
-from facedet.filtering import FilterParams, run_filter
-from facedet.params import ParamsError, build
-from facedet.wider import WiderArchive, WiderFormatError
+from facedet.data.annotations import AnnotationError
+from facedet.data.sources import DataParams
+from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+from facedet.data.extra_train import ExtraSource, add_extra_train, write_extra_index
+from facedet.data.filtering import FilterParams, run_filter
+from facedet.params.loader import ParamsError, build
+from facedet.data.wider import WiderArchive, WiderFormatError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def index(name: str, source: ExtraSource, tmp_path: Path) -> tuple[dict, dict[st
     summary = write_extra_index(name, source, out)
     with zipfile.ZipFile(out) as zf:
         text = zf.read(f"wider_face_split/{name}_train_bbx_gt.txt").decode()
-    from facedet.wider import parse_gt_txt
+    from facedet.data.wider import parse_gt_txt
 
     return summary, {r.image: r.faces.tolist() for r in parse_gt_txt(text)}
 

@@ -25,8 +25,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from facedet.embedded import EmbeddedParams, write_embedded_dataset
-from facedet.wider import IMAGES_ZIP, image_member
+from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+from facedet.data.wider import IMAGES_ZIP, image_member
 from pipeline_copy import SMALL, fresh_copy, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def on_tiny_disk(mount: Path, size_kb: int, command: str, cwd: Path, prepare: st
 
 @pytest.fixture(scope="module")
 def standin_tflite(tmp_path_factory) -> Path:
-    from facedet.export import export_tflite
+    from facedet.export.tflite import export_tflite
     from standin_detector import build_standin, face_image, standin_anchors
 
     path = tmp_path_factory.mktemp("tflite") / "face.tflite"
@@ -172,7 +172,7 @@ def test_a_jpeg_corrupt_in_its_middle_is_dropped_named_and_never_reaches_trainin
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     import tensorflow as tf
 
-    from facedet.input import decode_example, list_shards
+    from facedet.train.input import decode_example, list_shards
 
     stored = {}
     for record in tf.data.TFRecordDataset(list_shards(root / "data/tfrecords", "train")):
@@ -190,7 +190,7 @@ def test_a_jpeg_corrupt_in_its_middle_is_dropped_named_and_never_reaches_trainin
 
 def test_a_truncated_or_foreign_tflite_is_refused_in_one_line(standin_tflite, photo, tmp_path, capsys):
     from facedet.cli import main
-    from facedet.tflite_runner import TFLiteDetector
+    from facedet.runtime.tflite_detector import TFLiteDetector
 
     data = standin_tflite.read_bytes()
     for size in (8, 100, len(data) // 4, len(data) // 2, len(data) - 64, len(data) - 1):
@@ -220,7 +220,7 @@ def test_the_latency_benchmark_refuses_a_truncated_model(standin_tflite, tmp_pat
     sys.path.insert(0, str(REPO / "bench"))
     from tflite_latency import tflite_candidate
 
-    from facedet.tflite_check import TFLiteFileError
+    from facedet.runtime.tflite_check import TFLiteFileError
 
     cut = tmp_path / "cut.tflite"
     cut.write_bytes(standin_tflite.read_bytes()[:1000])
@@ -263,8 +263,8 @@ def test_a_stalled_imagenet_download_fails_within_the_timeout_in_one_line(stalle
     from keras.src.applications import mobilenet_v2
     from keras.src.backend import config as keras_config
 
-    from facedet.anchors import DetectorConfig
-    from facedet.model import BackboneWeightsError, build_detector
+    from facedet.model.anchors import DetectorConfig
+    from facedet.model.ssd import BackboneWeightsError, build_detector
 
     monkeypatch.setattr(mobilenet_v2, "BASE_WEIGHT_PATH", stalled_server + "/")
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
@@ -278,7 +278,7 @@ def test_a_stalled_imagenet_download_fails_within_the_timeout_in_one_line(stalle
 
 
 def test_a_stalled_mirror_fails_within_the_timeout_in_one_line(stalled_server, tmp_path):
-    from facedet.download import Downloader, DownloadError
+    from facedet.data.download import Downloader, DownloadError
 
     started = time.monotonic()
     with pytest.raises(DownloadError) as error:
@@ -305,9 +305,9 @@ def test_a_filter_that_empties_a_split_stops_with_the_params_named(tmp_path, cha
 
 
 def test_an_evaluation_set_with_no_faces_is_an_error_not_ap_minus_one(tmp_path):
-    from facedet.evaluation import evaluate_detector
-    from facedet.filtering import FilteredImage
-    from facedet.wider import WiderArchive
+    from facedet.evaluate.score import evaluate_detector
+    from facedet.data.filtering import FilteredImage
+    from facedet.data.wider import WiderArchive
 
     write_embedded_dataset(TINY_RAW, tmp_path / "raw")
     empty = [FilteredImage("0--Parade/x.jpg", 100, 100, np.zeros((0, 4), np.float32))]
@@ -358,9 +358,9 @@ def _cwd(pid: str) -> Path | None:
 
 
 def test_fetch_checks_free_space_before_a_download(tmp_path, monkeypatch):
-    from facedet import disk
-    from facedet.disk import DiskFullError
-    from facedet.download import Downloader, Pin
+    from facedet.pipeline import disk
+    from facedet.pipeline.disk import DiskFullError
+    from facedet.data.download import Downloader, Pin
 
     source = tmp_path / "mirror" / "WIDER_val.zip"
     source.parent.mkdir()
@@ -379,7 +379,7 @@ def test_a_disk_full_during_a_download_removes_the_part_file_and_says_so(tmp_pat
     source = tmp_path / "WIDER_val.zip"
     source.write_bytes(os.urandom(400_000))
     disk_dir = tmp_path / "downloads"
-    code = ("from facedet.download import download_file; from facedet.disk import DiskFullError\n"
+    code = ("from facedet.data.download import download_file; from facedet.pipeline.disk import DiskFullError\n"
             "try:\n"
             f"    download_file('WIDER_val.zip', ['{source.as_uri()}'], '{disk_dir}', retries=1, progress=False)\n"
             "except DiskFullError as err:\n"
@@ -405,7 +405,7 @@ def test_shard_train_and_export_on_a_full_disk_name_the_path_and_the_space_neede
     result = on_tiny_disk(root / "models", 64, f"{sys.executable} -m stages.train", root)
     one_line_error(result, "train: error: models/checkpoints: training (checkpoints and model.keras) needs ", "free")
 
-    from facedet.anchors import DetectorConfig
+    from facedet.model.anchors import DetectorConfig
 
     model_dir = tmp_path / "detector"
     model_dir.mkdir()
@@ -430,7 +430,7 @@ def pipeline(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_deterministic_training_gives_identical_model_keras_at_the_default_batch(tmp_path):
-    """What holds on CPU TF 2.21 with train.deterministic: true (facedet/determinism.py): two runs of the
+    """What holds on CPU TF 2.21 with train.deterministic: true (facedet/train/determinism.py): two runs of the
     default preset at batch 16 give the same loss at every step and the same model.keras bytes."""
     root = project(tmp_path, {"train": {"steps": 4, "batch_size": 16, "warmup_steps": 2, "checkpoint_every": 100,
                                         "log_every": 1, "deterministic": True}},  # unpinned, weights differ after step 1
@@ -520,12 +520,12 @@ def _float_keys(spec, prefix: str) -> list[str]:
 
 
 def test_nan_and_inf_are_rejected_for_every_float_param_with_the_key_named():
-    from facedet.data_sources import DataParams
-    from facedet.evaluation import EvaluateParams
-    from facedet.filtering import FilterParams
-    from facedet.params import ParamsError, build
-    from facedet.tfrecords import ShardParams
-    from facedet.training import TrainParams
+    from facedet.data.sources import DataParams
+    from facedet.evaluate.score import EvaluateParams
+    from facedet.data.filtering import FilterParams
+    from facedet.params.loader import ParamsError, build
+    from facedet.data.tfrecords import ShardParams
+    from facedet.train.loop import TrainParams
     from stages.export import ExportParams
 
     specs = {"data": DataParams, "filter": FilterParams, "shard": ShardParams, "train": TrainParams,
@@ -600,7 +600,7 @@ def test_eval_wider_with_a_missing_ground_truth_is_one_line(tmp_path, capsys):
 
 
 def test_a_download_with_wrong_bytes_is_one_line_and_never_renamed_into_place(tmp_path):
-    from facedet.download import DownloadError, download_file
+    from facedet.data.download import DownloadError, download_file
 
     source = tmp_path / "mirror" / "WIDER_val.zip"
     source.parent.mkdir()

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from facedet.filtering import FilterParams, filter_split, inspect_image, inspect_images, load_filtered, run_filter
-from facedet.wider import WiderArchive, WiderRecord, format_gt_txt
+from facedet.data.filtering import FilterParams, filter_split, inspect_image, inspect_images, load_filtered, run_filter
+from facedet.data.wider import WiderArchive, WiderRecord, format_gt_txt
 
 
 def jpeg(width: int, height: int, mode: str = "RGB", fmt: str = "JPEG", noise: bool = False) -> bytes:
@@ -142,7 +142,7 @@ def test_tables_are_deterministic(tmp_path):
 
 
 def _bad_raw(tmp_path, fault):
-    from facedet.embedded import EmbeddedParams, write_embedded_dataset
+    from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
 
     raw = tmp_path / "data/raw"
     write_embedded_dataset(EmbeddedParams(seed=2, train_images=3, val_images=2, min_side=48, max_side=64), raw)

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facedet import download, local_wider
-from facedet.download import Pin, sha256_of
-from facedet.embedded import EmbeddedParams, write_embedded_dataset
-from facedet.local_wider import write_local_wider
-from facedet.wider import WiderArchive, WiderFormatError
+from facedet.data import download, local_wider
+from facedet.data.download import Pin, sha256_of
+from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+from facedet.data.local_wider import write_local_wider
+from facedet.data.wider import WiderArchive, WiderFormatError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = EmbeddedParams(seed=3, train_images=8, val_images=6, min_side=48, max_side=96, max_faces=6)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from facedet.export import export_tflite
+from facedet.export.tflite import export_tflite
 from facedet.model_card import build_model_card, dvc_lock_hashes, git_lineage, render_markdown
 from stages.model_card import main as model_card_stage
 from standin_detector import build_standin, face_image, standin_anchors

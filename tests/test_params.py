@@ -5,7 +5,7 @@ from typing import Literal
 
 import pytest
 
-from facedet.params import ParamsError, field_range, load_section
+from facedet.params.loader import ParamsError, field_range, load_section
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def test_missing_section_and_broken_yaml_name_the_file(tmp_path):
 def test_repository_params_file_loads():
     from pathlib import Path
 
-    from facedet.params import read_params_file
+    from facedet.params.loader import read_params_file
 
     params = read_params_file(Path(__file__).parents[1] / "params.yaml")
     assert params["data"]["source"] == "embedded"

@@ -5,7 +5,7 @@ import csv
 import numpy as np
 from PIL import Image
 
-from facedet.plots import (
+from facedet.evaluate.plots import (
     downsample_curve,
     draw_boxes,
     draw_detection_grid,
@@ -14,7 +14,7 @@ from facedet.plots import (
     write_pr_csvs,
     write_recall_by_size_csv,
 )
-from facedet.wider_eval import SizeBinRecall
+from facedet.evaluate.wider_eval import SizeBinRecall
 
 
 def curve():

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from facedet.predictions import (
+from facedet.evaluate.submission import (
     MissingPredictionsWarning,
     PredictionFormatError,
     read_prediction_file,

@@ -29,8 +29,8 @@ def experiment(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_the_export_stage_ships_each_requested_size_and_says_how_to_feed_it(experiment):
-    from facedet.export import verify_tflite
-    from facedet.tflite_runner import TFLiteDetector, read_export_manifest
+    from facedet.export.tflite import verify_tflite
+    from facedet.runtime.tflite_detector import TFLiteDetector, read_export_manifest
 
     entries = {e["variant"]: e for e in read_export_manifest(experiment / "models/export")}
     assert set(entries) == {"int8", "float", "int8_320", "float_320"}

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facedet.local_wider import write_local_wider
-from facedet.wider import EVAL_MAT_FILES, WiderArchive, format_gt_txt, parse_gt_txt, read_eval_ground_truth, write_eval_mats
+from facedet.data.local_wider import write_local_wider
+from facedet.data.wider import EVAL_MAT_FILES, WiderArchive, format_gt_txt, parse_gt_txt, read_eval_ground_truth, write_eval_mats
 
 REALFACES = Path(__file__).resolve().parents[2] / "shared" / "realfaces"
 pytestmark = pytest.mark.skipif(not (REALFACES / "widerface").is_dir() or not (REALFACES / "facemask_voc").is_dir(),
@@ -102,7 +102,7 @@ def test_real_photos_go_through_fetch_filter_shard_train_and_evaluate(tmp_path):
 
     import tensorflow as tf
 
-    from facedet.tfrecords import parse_example
+    from facedet.data.tfrecords import parse_example
 
     examples = [parse_example(r) for r in tf.data.TFRecordDataset(sorted(map(str, (repo / "data/tfrecords")
                                                                              .glob("train.record-*"))))]

@@ -9,9 +9,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from facedet.anchors import anchor_boxes
-from facedet.input import AugmentConfig, make_dataset
-from facedet.scale_crop import scale_crop
+from facedet.model.anchors import anchor_boxes
+from facedet.train.input import AugmentConfig, make_dataset
+from facedet.train.scale_crop import scale_crop
 from test_input import TINY, write_face_records
 
 

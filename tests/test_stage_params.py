@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facedet.params import ParamsError, exit_on_bad_params, read_params_file
+from facedet.params.loader import ParamsError, exit_on_bad_params, read_params_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,11 +117,11 @@ SWEEPS = ["data.source=widerface", "data.local.path=/data/widerface",
 
 def stage_specs() -> dict[str, type]:
     """Each params.yaml section and the class its stage validates it with."""
-    from facedet.data_sources import DataParams
-    from facedet.evaluation import EvaluateParams
-    from facedet.filtering import FilterParams
-    from facedet.tfrecords import ShardParams
-    from facedet.training import TrainParams
+    from facedet.data.sources import DataParams
+    from facedet.evaluate.score import EvaluateParams
+    from facedet.data.filtering import FilterParams
+    from facedet.data.tfrecords import ShardParams
+    from facedet.train.loop import TrainParams
     from stages.export import ExportParams
     from stages.train import ModelParams
 
@@ -133,7 +133,7 @@ def stage_specs() -> dict[str, type]:
 def test_every_param_can_be_swept_with_dvc_exp_run_set_param(tmp_path, overrides):
     from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` does to params.yaml
 
-    from facedet.params import load_section
+    from facedet.params.loader import load_section
 
     path = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", path)

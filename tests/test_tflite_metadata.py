@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facedet.embedded import render_image
-from facedet.export import export_tflite
-from facedet.tflite_metadata import (LABEL_FILE, MetadataWriterUnavailable, read_detector_metadata,
+from facedet.data.synthetic import render_image
+from facedet.export.tflite import export_tflite
+from facedet.export.metadata import (LABEL_FILE, MetadataWriterUnavailable, read_detector_metadata,
                                      write_detector_metadata, writer_unavailable_reason)
-from facedet.tflite_runner import OUTPUT_NAMES, TFLiteDetector, load_interpreter, resize_bilinear
+from facedet.runtime.tflite_detector import OUTPUT_NAMES, TFLiteDetector, load_interpreter, resize_bilinear
 from standin_detector import SIZE, build_standin, face_image, standin_anchors
 
 METADATA_NAME = {"detection_boxes": "location", "detection_classes": "category",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facedet.export import export_tflite
-from facedet.tflite_runner import EXPORT_MANIFEST, LETTERBOX_FILL, TFLiteDetector, fit_to_input
+from facedet.export.tflite import export_tflite
+from facedet.runtime.tflite_detector import EXPORT_MANIFEST, LETTERBOX_FILL, TFLiteDetector, fit_to_input
 from standin_detector import GRID, build_standin, face_image, standin_anchors
 
 

@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from facedet.embedded import EmbeddedParams, write_embedded_dataset
-from facedet.filtering import FilterParams, load_filtered, run_filter
-from facedet.tfrecords import (
+from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+from facedet.data.filtering import FilterParams, load_filtered, run_filter
+from facedet.data.tfrecords import (
     ExampleEncoder,
     ShardCheckError,
     ShardParams,
@@ -26,7 +26,7 @@ from facedet.tfrecords import (
     shard_paths,
     write_shards,
 )
-from facedet.wider import WiderArchive
+from facedet.data.wider import WiderArchive
 
 
 def read_all(paths):
@@ -212,7 +212,7 @@ def test_shard_bytes_are_identical_across_runs(tmp_path):
     import sys
     from pathlib import Path
 
-    script = ("import sys, numpy as np\nfrom facedet.tfrecords import make_example, write_shards\n"
+    script = ("import sys, numpy as np\nfrom facedet.data.tfrecords import make_example, write_shards\n"
               "ex = [make_example(b'img%d' % i, 'e/%d.jpg' % i, 10, 10, np.array([[1, 2, 3, 4]])) for i in range(5)]\n"
               "write_shards(sys.argv[1], ex, 1)\n")
     repo = str(Path(__file__).resolve().parents[1])

@@ -10,7 +10,7 @@ import pytest
 import scipy.io
 from synthetic_wider import TRAIN_FACES, TRAIN_IMAGES, ZERO_FACE_IMAGES, full_size_gt_txt
 
-from facedet.wider import (
+from facedet.data.wider import (
     EvalImage,
     WiderArchive,
     WiderFormatError,

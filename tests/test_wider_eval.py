@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from wider_eval_reference import reference_wider_eval, synthetic_val_set
 
-from facedet.wider import EvalImage
-from facedet.wider_eval import (
+from facedet.data.wider import EvalImage
+from facedet.evaluate.wider_eval import (
     evaluate_wider,
     match_predictions,
     recall_by_face_size,
@@ -162,7 +162,7 @@ def test_random_sets_match_the_literal_official_loop_exactly(seed):
 
 
 def test_crowded_images_are_matched_in_chunks_like_small_ones(monkeypatch):
-    import facedet.wider_eval as wider_eval
+    import facedet.evaluate.wider_eval as wider_eval
 
     gt, preds = synthetic_val_set(3, images=12, crowd=150)
     whole = evaluate_wider(gt, preds)

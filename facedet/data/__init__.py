@@ -1,0 +1,1 @@
+"""Faces in: WIDER formats, the synthetic set, downloads and other sources, filtering, TFRecords."""

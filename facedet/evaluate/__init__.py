@@ -1,0 +1,1 @@
+"""Scoring: the official WIDER protocol, COCO mAP, the submission format, plots."""

@@ -1,0 +1,115 @@
+"""Score any detector on the WIDER val split the way users compare face detectors: predictions
+in the official submission layout, WIDER Easy/Medium/Hard AP (official protocol), COCO AP
+(pycocotools), PR curves, recall by face size, and a grid of images with drawn boxes.
+
+The evaluate (Keras float model) and evaluate_tflite (shipped .tflite) stages both call
+`evaluate_detector`, so the two are scored by exactly the same code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from facedet.evaluate import plots
+from facedet.pipeline.atomic import write_text_atomic
+from facedet.evaluate.coco_eval import coco_metrics
+from facedet.data.filtering import FilteredImage
+from facedet.params.loader import ParamsError, field_range
+from facedet.evaluate.submission import write_predictions
+from facedet.data.wider import EvalImage, WiderArchive
+from facedet.evaluate.wider_eval import evaluate_matches, match_predictions, recall_by_face_size
+
+# A detector over a stream of RGB uint8 (H, W, 3) images -> one float32 (K, 5) pixel x, y, w, h, score each.
+DetectMany = Callable[[Iterable[np.ndarray]], Iterable[np.ndarray]]
+
+RECALL_SCORE_THRESHOLD = 0.5  # the operating point of the recall-by-face-size chart
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """params.yaml `evaluate`: what detections are kept for scoring, and how many images to draw."""
+
+    score_threshold: float = field_range(0.0, 0.99, default=0.02)
+    nms_iou: float = field_range(0.01, 1.0, default=0.4)
+    max_detections: int = field_range(1, 10000, default=750)
+    images_to_draw: int = field_range(1, 64, default=6)  # detections.png is a declared plot
+    # Square input the Keras model runs at, px (multiple of 32); 0: the trained input size. The
+    # detector is fully convolutional: a larger input than the phone model's sees small faces at
+    # the photo's own scale (e.g. 1024 for WIDER's 1024-px-wide photos, letterboxed).
+    input_size: int = field_range(0, 4096, default=0)
+
+    def __post_init__(self) -> None:
+        if self.input_size % 32:
+            raise ParamsError(f"params.yaml: 'evaluate.input_size' must be 0 or a multiple of 32, got {self.input_size}")
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8 (H, W, 3)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def val_images(archive: WiderArchive, ground_truth: list[EvalImage]) -> Iterator[np.ndarray]:
+    """The val images in ground-truth order, decoded from WIDER_val.zip."""
+    for item in ground_truth:
+        yield decode_rgb(archive.read_image("val", f"{item.event}/{item.stem}.jpg"))
+
+
+def evaluate_detector(detect_many: DetectMany, archive: WiderArchive, coco_images: list[FilteredImage],
+                      out_dir: str | os.PathLike, images_to_draw: int = 6, desc: str = "evaluate",
+                      extra_metrics: dict[str, float] | None = None) -> dict[str, float]:
+    """Run `detect_many` over every val image of the official ground truth and write, under `out_dir`:
+    predictions/ (submission layout), metrics.json, pr/{easy,medium,hard}.csv, pr_curves.png,
+    recall_by_size.{csv,png}, detections.png. Returns the metrics.
+
+    coco_images: the filtered val table (the faces COCO AP counts).
+    extra_metrics: written into metrics.json as they are (e.g. the input size scored at).
+    """
+    out_dir = Path(out_dir)
+    ground_truth = archive.eval_ground_truth()
+    if not any(len(image.boxes_xywh) for image in coco_images):  # COCO AP would be -1, not an error
+        raise ValueError("the filtered val split has no faces to score (data/interim/val_faces.csv): "
+                         "re-run the filter stage with params that keep faces")
+    drawn: list[np.ndarray] = []  # the first images, kept from the one decoding pass for the grid
+
+    def images() -> Iterator[np.ndarray]:
+        for image in val_images(archive, ground_truth):
+            if len(drawn) < images_to_draw:
+                drawn.append(image)
+            yield image
+
+    started = time.perf_counter()
+    detections = list(tqdm(detect_many(images()), total=len(ground_truth), desc=desc, unit="img"))
+    seconds_per_image = (time.perf_counter() - started) / max(len(ground_truth), 1)
+    written = write_predictions(out_dir / "predictions", {g.key: d for g, d in zip(ground_truth, detections)})
+
+    matches = match_predictions(ground_truth, written)
+    result = evaluate_matches(matches)
+    coco = coco_metrics(coco_images, written)
+    metrics = {f"wider_{subset}_ap": round(float(ap), 6) for subset, ap in result.ap.items()}
+    metrics |= {f"coco_{name.lower()}": round(float(value), 6) for name, value in coco.items()}
+    metrics["seconds_per_image"] = round(seconds_per_image, 5)
+    metrics |= extra_metrics or {}
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+    curves = {subset: (r.precision, r.recall) for subset, r in result.subsets.items()}
+    plots.write_pr_csvs(out_dir / "pr", curves)
+    plots.plot_pr_curves(out_dir / "pr_curves.png", curves, result.ap)
+    bins = recall_by_face_size(matches, score_threshold=RECALL_SCORE_THRESHOLD, subset="hard")
+    plots.write_recall_by_size_csv(out_dir / "recall_by_size.csv", bins)
+    plots.plot_recall_by_size(out_dir / "recall_by_size.png", bins)
+    if drawn:
+        samples = [(image, item.boxes_xywh[np.any(item.boxes_xywh != 0, axis=1)], written[item.key])
+                   for item, image in zip(ground_truth, drawn)]
+        plots.draw_detection_grid(out_dir / "detections.png", samples)
+    return metrics

@@ -1,0 +1,1 @@
+"""Export: the int8 / float TFLite files and their metadata."""

@@ -1,0 +1,1 @@
+"""The SSD face detector: box conventions, anchors, the Keras network, its losses."""

@@ -1,0 +1,162 @@
+"""The detector's resolved preset (`DetectorConfig`) and its SSD anchor generator.
+
+Anchors follow the TF OD API SSD anchor generator: one feature map per stride in
+`feature_strides` (the first, stride 8, for small faces), scales linear from `min_scale` to
+`max_scale` over the layers (or geometric, `scale_spacing: geometric`), one box per aspect ratio
+(`w / h`) at the layer's scale, plus, with `interpolated_scale`, one square box at sqrt(s_i * s_{i+1})
+(s_L = 1). Scales are fractions of `anchor_base_size` px (0: the model input side), so the detector
+can be rebuilt at a larger input (`at_input_size`) with its anchors at the same pixel sizes: it is
+fully convolutional, and a face of n px then meets the anchors it was trained on.
+Boxes are float32 (A, 4) normalised `[ymin, xmin, ymax, xmax]` (fractions of the input side),
+ordered layer by layer, then row (y), column (x), anchor type — the order the model's heads emit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+
+from facedet.params.loader import ParamsError, build, field_range
+
+CONFIGS_DIR = Path("configs")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything needed to rebuild the detector and its anchors (saved as `detector.json`).
+
+    input_size: side of the square model input, px (multiple of 32).
+    alpha: MobileNetV2 width multiplier.
+    feature_strides: strides of the feature maps the heads read, e.g. (8, 16, 32, 64).
+    min_scale, max_scale: anchor scale of the first / last layer, as a fraction of input_size.
+    aspect_ratios: anchor width / height ratios at each layer's scale.
+    interpolated_scale: add one square anchor at sqrt(s_i * s_{i+1}) per cell.
+    head_channels: width of the feature pyramid and of the box / class heads.
+    fpn: merge coarser maps into finer ones top-down (helps the stride-8 layer see context).
+    scale_spacing: 'linear' (TF OD API) or 'geometric' (equal ratios: more anchors at small sizes).
+    anchor_base_size: px the scales are fractions of; 0 = input_size (see `at_input_size`).
+    stride32_tap: backbone layer read at stride 32: 'out_relu' (TF OD API) or 'block_16_project'
+      (lighter: leaves out MobileNetV2's last 1x1 conv to 1280 channels; see facedet.model.ssd).
+    resize: how a photo is fitted to the input at inference: 'stretch' (plain resize, what training
+      on whole photos sees) or 'letterbox' (aspect kept: what native-scale crop training sees);
+      see facedet.runtime.tflite_detector.
+    """
+
+    input_size: int = field_range(32, 2048, default=256)
+    alpha: float = field_range(0.1, 1.4, default=0.35)
+    feature_strides: tuple[int, ...] = (8, 16, 32, 64)
+    min_scale: float = field_range(0.001, 1.0, default=0.05)
+    max_scale: float = field_range(0.001, 2.0, default=0.9)
+    aspect_ratios: tuple[float, ...] = (1.0,)
+    interpolated_scale: bool = True
+    head_channels: int = field_range(8, 1024, default=64)
+    fpn: bool = True
+    scale_spacing: Literal["linear", "geometric"] = "linear"
+    anchor_base_size: int = field_range(0, 4096, default=0)
+    stride32_tap: Literal["out_relu", "block_16_project"] = "out_relu"
+    resize: Literal["stretch", "letterbox"] = "stretch"
+
+    def __post_init__(self) -> None:
+        if self.input_size % 32:
+            raise ParamsError(f"detector config: input_size must be a multiple of 32, got {self.input_size}")
+        if list(self.feature_strides) != sorted(set(self.feature_strides)) or min(self.feature_strides) < 8:
+            raise ParamsError(f"detector config: feature_strides must be increasing, >= 8: {self.feature_strides}")
+        if not set(self.feature_strides) <= {8, 16, 32, 64, 128}:
+            raise ParamsError(f"detector config: feature_strides must be from 8, 16, 32, 64, 128: {self.feature_strides}")
+        if not self.aspect_ratios or min(self.aspect_ratios) <= 0:
+            raise ParamsError(f"detector config: aspect_ratios must be positive: {self.aspect_ratios}")
+
+    @property
+    def anchor_base_px(self) -> int:
+        """The side, px, that anchor scales are fractions of."""
+        return self.anchor_base_size or self.input_size
+
+    def at_input_size(self, input_size: int) -> "DetectorConfig":
+        """The same detector at a square input of `input_size` px, its anchors at the same pixel sizes."""
+        return dataclasses.replace(self, input_size=input_size, anchor_base_size=self.anchor_base_px)
+
+    @property
+    def anchors_per_cell(self) -> int:
+        return len(self.aspect_ratios) + int(self.interpolated_scale)
+
+    def feature_sizes(self) -> list[int]:
+        """Side of each feature map (ceil(input_size / stride), as 'same'-padded strided convs give)."""
+        return [math.ceil(self.input_size / s) for s in self.feature_strides]
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "detector config") -> "DetectorConfig":
+        return build(cls, data, where)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "DetectorConfig":
+        """Read a `detector.json` written by training (path to the file or to its model directory)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "detector.json"
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+
+
+def load_preset(preset: str, configs_dir: str | os.PathLike = CONFIGS_DIR) -> DetectorConfig:
+    """`configs/<preset>.yaml` -> DetectorConfig (validated; a clear error names a bad key)."""
+    path = Path(configs_dir) / f"{preset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(configs_dir).glob("*.yaml"))
+        raise ParamsError(f"model preset '{preset}' not found: no {path} (known presets: {known})")
+    return DetectorConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, preset)
+
+
+def layer_scales(config: DetectorConfig) -> list[float]:
+    """Anchor scale of each layer, as a fraction of `anchor_base_px`, then the closing 1.0."""
+    n = len(config.feature_strides)
+    lo, hi = config.min_scale, config.max_scale
+    if n == 1:
+        return [lo, 1.0]
+    if config.scale_spacing == "geometric":
+        return [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)] + [1.0]
+    return [lo + (hi - lo) * i / (n - 1) for i in range(n)] + [1.0]
+
+
+def layer_box_shapes(config: DetectorConfig) -> list[list[tuple[float, float]]]:
+    """Per layer, the (height, width) of each anchor type, as fractions of the input side."""
+    scales = layer_scales(config)
+    to_input = config.anchor_base_px / config.input_size
+    shapes = []
+    for i in range(len(config.feature_strides)):
+        layer = [(scales[i] / math.sqrt(ar), scales[i] * math.sqrt(ar)) for ar in config.aspect_ratios]
+        if config.interpolated_scale:
+            s = math.sqrt(scales[i] * scales[i + 1])
+            layer.append((s, s))
+        shapes.append([(h * to_input, w * to_input) for h, w in layer])
+    return shapes
+
+
+def anchor_boxes(config: DetectorConfig) -> np.ndarray:
+    """All anchors: float32 (A, 4) normalised `[ymin, xmin, ymax, xmax]`, in head output order.
+
+    A = sum over layers of feature_size**2 * anchors_per_cell. Centres sit at (i + 0.5) / feature_size.
+    """
+    out = []
+    for size, shapes in zip(config.feature_sizes(), layer_box_shapes(config)):
+        centres = (np.arange(size, dtype=np.float64) + 0.5) / size
+        yc, xc = np.meshgrid(centres, centres, indexing="ij")  # (size, size), row-major y then x
+        hw = np.asarray(shapes, dtype=np.float64)  # (K, 2)
+        yc = yc[:, :, None]
+        xc = xc[:, :, None]
+        h = hw[None, None, :, 0]
+        w = hw[None, None, :, 1]
+        boxes = np.stack(
+            np.broadcast_arrays(yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2), axis=-1
+        )  # (size, size, K, 4)
+        out.append(boxes.reshape(-1, 4))
+    return np.concatenate(out).astype(np.float32)

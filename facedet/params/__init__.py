@@ -1,0 +1,1 @@
+"""params.yaml, typed: the loader and one dataclass per section."""

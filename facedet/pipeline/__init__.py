@@ -1,0 +1,1 @@
+"""What every DVC stage process needs: atomic outputs, disk-full errors, dying with its dvc."""

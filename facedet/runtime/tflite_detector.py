@@ -1,0 +1,232 @@
+"""Run an exported face detector `.tflite` (uint8 input, ends in TFLite_Detection_PostProcess).
+
+`TFLiteDetector(path).detect(image)` takes an original RGB uint8 (H, W, 3) image and returns
+numpy float32 (K, 5) pixel `x, y, w, h, score` in that image, sorted by score descending.
+
+Resize (`RESIZE_MODES`): 'stretch', plain bilinear to the model input, aspect not kept, half-pixel
+centres, no antialiasing: the same numbers as `tf.image.resize(image, size)` (method 'bilinear',
+antialias=False), which is what training uses; or 'letterbox', the same resize keeping the aspect
+(longer side = input side), the photo at the top-left of a grey canvas: what a model trained on
+native-scale square crops (facedet.train.scale_crop) sees. `resize_bilinear` is numpy only so the runner
+needs no TensorFlow when `ai_edge_litert` is installed. Boxes are normalised, so they map back to
+the original exactly. The export stage records each file's resize mode in `export.json` beside it
+(`EXPORT_MANIFEST`), which the runner reads when not told.
+
+Outputs are found by their signature names (`OUTPUT_NAMES`), or, for files from other exporters
+(TF OD API: 'TFLite_Detection_PostProcess', ':1', ':2', ':3'), by tensor name and shape —
+never by position: the interpreter lists them in an order of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from facedet.runtime.tflite_check import check_tflite_file
+
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"  # the custom op every exported detector ends in
+OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+RESIZE_MODES = ("stretch", "letterbox")
+EXPORT_MANIFEST = "export.json"  # beside the exported files: {"models": [{"file", "input_size", "resize", ...}]}
+LETTERBOX_FILL = 128  # uint8 grey of the letterbox padding (~0 after the model's [-1, 1] normalisation)
+
+
+def interpreter_class():
+    """`ai_edge_litert.interpreter.Interpreter` if installed, else `tf.lite.Interpreter`."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter
+
+
+@contextlib.contextmanager
+def quiet_interpreter_deprecation() -> Iterator[None]:
+    """Silence tf.lite.Interpreter's deprecation warning (we prefer ai_edge_litert when installed)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        yield
+
+
+def load_interpreter(path: str | os.PathLike, num_threads: int = 1):
+    """-> (allocated interpreter, {output name in OUTPUT_NAMES: output tensor details}).
+
+    The file is checked first (`check_tflite_file`): a truncated or foreign file is a one-line
+    ValueError, never an interpreter crash."""
+    check_tflite_file(path)
+    Interpreter = interpreter_class()
+    try:
+        with quiet_interpreter_deprecation():
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: the TFLite interpreter cannot load this model ({detail})") from None
+    return interpreter, find_outputs(interpreter, path)
+
+
+def find_outputs(interpreter, path: str | os.PathLike = "model") -> dict[str, dict]:
+    """Map OUTPUT_NAMES to the interpreter's output details, by signature name, else name + shape."""
+    by_index = {d["index"]: d for d in interpreter.get_output_details()}
+    found: dict[str, dict] = {}
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        for name, detail in runner.get_output_details().items():
+            if name in OUTPUT_NAMES and detail["index"] in by_index:
+                found[name] = by_index[detail["index"]]
+    if len(found) != len(OUTPUT_NAMES):
+        found = _outputs_by_shape(list(by_index.values()))
+    if found is None or len(found) != len(OUTPUT_NAMES):
+        shapes = {d["name"]: [int(v) for v in d["shape"]] for d in by_index.values()}
+        raise ValueError(f"{path}: expected the four TFLite_Detection_PostProcess outputs "
+                         f"{list(OUTPUT_NAMES)}, got {shapes}")
+    return found
+
+
+def _outputs_by_shape(details: list[dict]) -> dict[str, dict] | None:
+    if len(details) != 4:
+        return None
+    boxes = [d for d in details if len(d["shape"]) == 3 and d["shape"][-1] == 4]
+    count = [d for d in details if list(d["shape"]) == [1]]
+    pairs = [d for d in details if len(d["shape"]) == 2]
+    if len(boxes) != 1 or len(count) != 1 or len(pairs) != 2:
+        return None
+    classes = [d for d in pairs if "class" in d["name"].lower() or d["name"].endswith(":1")]
+    scores = [d for d in pairs if "score" in d["name"].lower() or d["name"].endswith(":2")]
+    if len(classes) != 1 or len(scores) != 1 or classes[0] is scores[0]:
+        return None
+    return dict(zip(OUTPUT_NAMES, (boxes[0], classes[0], scores[0], count[0])))
+
+
+def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 (H, W, C) to `size` = (height, width) like `tf.image.resize` bilinear
+    (half-pixel centres, no antialias); returns uint8 (rounded)."""
+    image = np.asarray(image)
+    out_h, out_w = size
+    if image.shape[:2] == (out_h, out_w):
+        return image.astype(np.uint8, copy=False)
+
+    def axis(in_size: int, out_size: int):
+        coord = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+        floor = np.floor(coord)
+        lower = np.clip(floor, 0, in_size - 1).astype(np.int64)
+        upper = np.clip(np.ceil(coord), 0, in_size - 1).astype(np.int64)
+        return lower, upper, (coord - floor).astype(np.float32)
+
+    y0, y1, fy = axis(image.shape[0], out_h)
+    x0, x1, fx = axis(image.shape[1], out_w)
+    fx = fx[None, :, None]
+    top, bottom = [np.take(image, y, axis=0).astype(np.float32) for y in (y0, y1)]  # rows first (fast)
+    top, bottom = (np.take(r, x0, axis=1) + (np.take(r, x1, axis=1) - np.take(r, x0, axis=1)) * fx
+                   for r in (top, bottom))
+    out = top + (bottom - top) * fy[:, None, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def fit_to_input(image: np.ndarray, size: tuple[int, int], resize: str = "stretch"
+                 ) -> tuple[np.ndarray, tuple[float, float]]:
+    """uint8 (H, W, 3) photo -> (uint8 `size` (height, width) model input, (extent_h, extent_w)): the
+    photo px spanned by the whole input, so a normalised box maps back as `y * extent_h, x * extent_w`.
+    resize: 'stretch' (extent = the photo) or 'letterbox' (see the module docstring)."""
+    height, width = image.shape[:2]
+    if resize == "stretch":
+        return resize_bilinear(image, size), (float(height), float(width))
+    if resize != "letterbox":
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    ratio = min(size[0] / height, size[1] / width)
+    inner = (max(1, min(size[0], round(height * ratio))), max(1, min(size[1], round(width * ratio))))
+    canvas = np.full((*size, 3), LETTERBOX_FILL, np.uint8)
+    canvas[:inner[0], :inner[1]] = resize_bilinear(image, inner)
+    return canvas, (height * size[0] / inner[0], width * size[1] / inner[1])
+
+
+def read_export_manifest(export_dir: str | os.PathLike) -> list[dict]:
+    """The entries of `<export_dir>/export.json`, one per exported file: {'file', 'variant' ('int8',
+    'float' at the trained size; 'int8_640' ... at the others), 'quantize', 'input_size', 'resize',
+    'trained_input_size'}. FileNotFoundError naming the file if there is none."""
+    manifest = Path(export_dir) / EXPORT_MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest} missing (run the export stage)")
+    return json.loads(manifest.read_text(encoding="utf-8"))["models"]
+
+
+def manifest_entry(path: str | os.PathLike) -> dict | None:
+    """The `export.json` entry of an exported file (None if there is no manifest or no entry)."""
+    path = Path(path)
+    if not (path.parent / EXPORT_MANIFEST).is_file():
+        return None
+    return next((e for e in read_export_manifest(path.parent) if e.get("file") == path.name), None)
+
+
+class TFLiteDetector:
+    """A face detector `.tflite` with uint8 input [1, H, W, 3] and the four post-process outputs.
+
+    resize: 'stretch' or 'letterbox' (see the module docstring); None: as the file's `export.json`
+    entry says, else 'stretch'.
+    """
+
+    def __init__(self, path: str | os.PathLike, num_threads: int = 1, resize: str | None = None):
+        self.path = Path(path)
+        self._interpreter, self._outputs = load_interpreter(self.path, num_threads)
+        inputs = self._interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise ValueError(f"{self.path}: expected one input image tensor, got {len(inputs)} inputs")
+        self._input = inputs[0]
+        shape = list(self._input["shape"])
+        if self._input["dtype"] != np.uint8 or len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+            raise ValueError(f"{self.path}: input is {np.dtype(self._input['dtype']).name} {shape}; "
+                             "expected uint8 [1, H, W, 3] (an image detector exported by facedet.export.tflite)")
+        if resize is None:
+            resize = (manifest_entry(self.path) or {}).get("resize", "stretch")
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"{self.path}: resize must be one of {RESIZE_MODES}, got {resize!r}")
+        self.resize = resize
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input, px."""
+        return int(self._input["shape"][1]), int(self._input["shape"][2])
+
+    def detect_normalised(self, image_resized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run on a uint8 image already at `input_size`: -> (boxes (K, 4) normalised
+        `[ymin, xmin, ymax, xmax]`, unclipped; scores (K,)), in the op's order (score descending)."""
+        self._interpreter.set_tensor(self._input["index"], image_resized[None])
+        self._interpreter.invoke()
+        get = lambda name: self._interpreter.get_tensor(self._outputs[name]["index"])  # noqa: E731
+        count = int(get("num_detections").reshape(-1)[0])
+        boxes = get("detection_boxes")[0, :count].astype(np.float32)
+        scores = get("detection_scores")[0, :count].astype(np.float32)
+        return boxes, scores
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        """Faces in an original RGB uint8 (H, W, 3) image: float32 (K, 5) pixel
+        `x, y, w, h, score` in that image (clipped to it), sorted by score descending."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"detect() wants an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+        model_input, extent = fit_to_input(image, self.input_size, self.resize)
+        boxes, scores = self.detect_normalised(model_input)
+        return boxes_to_photo_xywh(boxes, scores, image.shape[:2], extent)
+
+
+def boxes_to_photo_xywh(boxes: np.ndarray, scores: np.ndarray, photo_size: tuple[int, int],
+                        extent: tuple[float, float]) -> np.ndarray:
+    """Normalised `[ymin, xmin, ymax, xmax]` (K, 4) on the model input + scores (K,) -> float32 (K, 5)
+    pixel `x, y, w, h, score` in the photo (clipped to it, empty boxes dropped), score-descending.
+    extent: from `fit_to_input`."""
+    height, width = photo_size
+    ext_h, ext_w = extent
+    y1, y2 = np.clip(boxes[:, 0] * ext_h, 0, height), np.clip(boxes[:, 2] * ext_h, 0, height)
+    x1, x2 = np.clip(boxes[:, 1] * ext_w, 0, width), np.clip(boxes[:, 3] * ext_w, 0, width)
+    dets = np.stack([x1, y1, x2 - x1, y2 - y1, scores], axis=1).astype(np.float32).reshape(-1, 5)
+    dets = dets[(dets[:, 2] > 0) & (dets[:, 3] > 0)]
+    return dets[np.argsort(-dets[:, 4], kind="stable")]

@@ -3,8 +3,8 @@ the same run:
 
 - shard: `write_shards` + `ExampleEncoder` (original JPEG bytes, `--workers` processes) on `--images`
   ~1024x700 JPEGs read from a WIDER_train.zip as fetch leaves it in data/raw (stored), against a
-  straightforward single-process writer that decodes and re-encodes each image (the seed's
-  approach; timed on `--baseline-images` and compared per image), against the same pass-through
+  straightforward single-process writer that decodes and re-encodes each image (the original
+  recipe's approach; timed on `--baseline-images` and compared per image), against the same pass-through
   writer on 1 process, and against the disk (the same number of bytes written and fsynced);
 - fetch: storing the downloaded (deflated) archive uncompressed, and reading a member either way;
 - filter: the per-image check (header + full decode as training decodes, libjpeg warnings caught)

@@ -37,7 +37,8 @@ from PIL import Image  # noqa: E402
 from synthetic_wider import full_size_gt_txt  # noqa: E402
 
 from facedet.data.filtering import FilteredImage, image_workers, inspect_image, inspect_images  # noqa: E402
-from facedet.data.wider import WiderArchive, image_member, parse_gt_txt, repack_stored  # noqa: E402
+from facedet.data.wider_gt import parse_gt_txt  # noqa: E402
+from facedet.data.wider_archive import WiderArchive, image_member, repack_stored  # noqa: E402
 
 MiB = 1 << 20
 

@@ -3,8 +3,8 @@ the same run:
 
 - shard: `write_shards` + `ExampleEncoder` (original JPEG bytes, `--workers` processes) on `--images`
   ~1024x700 JPEGs read from a WIDER_train.zip as fetch leaves it in data/raw (stored), against a
-  straightforward single-process writer that decodes and re-encodes each image (the seed's
-  approach; timed on `--baseline-images` and compared per image), against the same pass-through
+  straightforward single-process writer that decodes and re-encodes each image (the original
+  recipe's approach; timed on `--baseline-images` and compared per image), against the same pass-through
   writer on 1 process, and against the disk (the same number of bytes written and fsynced);
 - fetch: storing the downloaded (deflated) archive uncompressed, and reading a member either way;
 - filter: the per-image check (header + full decode as training decodes, libjpeg warnings caught)
@@ -37,7 +37,8 @@ from PIL import Image  # noqa: E402
 from synthetic_wider import full_size_gt_txt  # noqa: E402
 
 from facedet.data.filtering import FilteredImage, image_workers, inspect_image, inspect_images  # noqa: E402
-from facedet.data.wider import WiderArchive, image_member, parse_gt_txt, repack_stored  # noqa: E402
+from facedet.data.wider_gt import parse_gt_txt  # noqa: E402
+from facedet.data.wider_archive import WiderArchive, image_member, repack_stored  # noqa: E402
 
 MiB = 1 << 20
 

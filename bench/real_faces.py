@@ -40,7 +40,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from facedet.data.wider import EvalImage, WiderFormatError, read_eval_ground_truth  # noqa: E402
+from facedet.data.wider_gt import WiderFormatError  # noqa: E402
+from facedet.data.wider_mat import EvalImage, read_eval_ground_truth  # noqa: E402
 from facedet.evaluate.wider_eval import evaluate_matches, match_predictions  # noqa: E402
 
 MIN_SCORE = 0.02  # the official evaluation keeps low scores: AP needs the whole PR curve
@@ -118,15 +119,15 @@ def blazeface_row() -> Row | None:
 def load_val(wider: Path) -> list[EvalImage]:
     """The official val ground truth of a WIDER-layout tree; one line naming what is missing."""
     ground_truth = read_eval_ground_truth(wider / GROUND_TRUTH_DIR)
-    missing = [g.key for g in ground_truth if not image_path(wider, g).is_file()]
+    missing = [g.image for g in ground_truth if not image_path(wider, g).is_file()]
     if missing:
         raise WiderFormatError(f"{wider / 'WIDER_val' / 'images'}: {len(missing)} val images of the ground truth "
-                               f"are missing, e.g. {missing[0]}.jpg")
+                               f"are missing, e.g. {missing[0]}")
     return ground_truth
 
 
 def image_path(wider: Path, item: EvalImage) -> Path:
-    return wider / "WIDER_val" / "images" / item.event / f"{item.stem}.jpg"
+    return wider / "WIDER_val" / "images" / item.image
 
 
 def run(rows: list[Row], wider: Path, ground_truth: list[EvalImage]) -> None:

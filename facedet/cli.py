@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
-from facedet.data.wider import SUBSETS
+from facedet.data.wider_mat import SUBSETS
 
 COMMAND_MODULES: tuple[str, ...] = (
     "facedet.cli",  # eval-wider, below
@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from facedet.pipeline.atomic import write_text_atomic
     from facedet.evaluate.submission import read_predictions
-    from facedet.data.wider import read_eval_ground_truth
+    from facedet.data.wider_mat import read_eval_ground_truth
     from facedet.evaluate.wider_eval import evaluate_wider
 
     ground_truth = read_eval_ground_truth(args.gt)

@@ -30,7 +30,7 @@ import yaml
 
 from facedet import __version__
 from facedet.pipeline.atomic import write_text_atomic
-from facedet.data.download import sha256_of
+from facedet.pipeline.hashing import sha256_of
 from facedet.params.loader import read_params_file
 
 DATA_OUTS = ("data/raw", "data/tfrecords")
@@ -48,7 +48,7 @@ INPUT_FORMATS = {
 }
 NORMALISATION = "normalisation to [-1, 1] happens inside the model (metadata: mean 127.5, std 127.5)"
 DATASET_SOURCES = {
-    "embedded": "embedded synthetic dataset generated offline in the official WIDER FACE layout (facedet.data.synthetic)",
+    "embedded": "synthetic dataset generated offline in the official WIDER FACE layout (facedet.data.synthetic)",
     "widerface": "WIDER FACE (shuoyang1213.me/WIDERFACE; licence CC BY-NC-ND 4.0 via the HuggingFace mirror)",
     "local": "a WIDER FACE-layout copy read from disk (data.local.path; sha256 of every file in data/raw/sources.json)",
 }
@@ -267,7 +267,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
               json.dumps(model["detector_config"], indent=2), "```", "",
               "## Limitations", "",
               "- Single class; faces much smaller than the smallest anchor (see the detector config) are missed.",
-              "- Trained and scored on the data source above only; numbers on the embedded synthetic data say "
+              "- Trained and scored on the data source above only; numbers on the synthetic data say "
               "nothing about real photos.", ""]
     return "\n".join(lines)
 

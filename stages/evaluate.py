@@ -16,7 +16,7 @@ from facedet.evaluate.score import EvaluateParams, evaluate_detector
 from facedet.data.filtering import load_filtered
 from facedet.pipeline.lifetime import die_with_parent
 from facedet.params.loader import exit_on_bad_params, load_section
-from facedet.data.wider import WiderArchive
+from facedet.data.wider_archive import WiderArchive
 
 
 def evaluate(params: EvaluateParams) -> dict[str, float]:

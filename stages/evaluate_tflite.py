@@ -21,7 +21,7 @@ from facedet.evaluate.score import EvaluateParams, evaluate_detector
 from facedet.data.filtering import load_filtered
 from facedet.pipeline.lifetime import die_with_parent
 from facedet.params.loader import exit_on_bad_params, load_section
-from facedet.data.wider import WiderArchive
+from facedet.data.wider_archive import WiderArchive
 
 REPORTS = "reports/evaluate_tflite"
 EXPORT_DIR = "models/export"

@@ -19,7 +19,7 @@ from facedet.pipeline.disk import exit_on_disk_full
 from facedet.data.extra_train import EXTRA_DIR, write_extra_index
 from facedet.pipeline.lifetime import die_with_parent
 from facedet.params.loader import ParamsError, exit_on_bad_params, load_section
-from facedet.data.wider import WiderFormatError
+from facedet.data.wider_gt import WiderFormatError
 
 
 def main(argv: list[str] | None = None) -> None:

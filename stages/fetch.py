@@ -1,6 +1,6 @@
 """fetch: params `data` -> data/raw/ (WIDER_train.zip, WIDER_val.zip, wider_face_split.zip, eval_tools.zip).
 
-`data.source: embedded` generates the embedded dataset offline; `widerface` downloads the real
+`data.source: embedded` generates the synthetic dataset offline; `widerface` downloads the real
 archives from the mirrors in `data.widerface` (verified by size and sha256; resumable partial files
 in data/downloads/, outside DVC). Files with no published checksum are pinned on first download in
 data/widerface.lock.json: commit that file. `local` reads a WIDERFace copy already on disk
@@ -20,13 +20,14 @@ from tqdm import tqdm
 from facedet.pipeline.atomic import atomic_path
 from facedet.data.sources import DataParams, write_sources_json
 from facedet.pipeline.disk import exit_on_disk_full
-from facedet.data.download import DownloadError, fetch_widerface
-from facedet.data.synthetic import write_embedded_dataset
+from facedet.data.download import DownloadError
+from facedet.data.wider_fetch import fetch_widerface
+from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.extra_train import EXTRA_DIR, add_extra_train, index_paths
 from facedet.pipeline.lifetime import die_with_parent
 from facedet.data.local_wider import write_local_wider
 from facedet.params.loader import exit_on_bad_params, load_section
-from facedet.data.wider import WiderFormatError
+from facedet.data.wider_gt import WiderFormatError
 
 RAW_DIR = "data/raw"
 DOWNLOAD_DIR = "data/downloads"
@@ -44,9 +45,9 @@ def fetch(params: DataParams) -> None:
         record: dict = {"source": params.source}
         if params.source == "embedded":
             emb = params.embedded
-            with tqdm(total=emb.train_images + emb.val_images, desc="fetch: drawing embedded images") as bar:
-                counts = write_embedded_dataset(emb, tmp, progress=bar.update)
-            say(f"embedded dataset: {counts}")
+            with tqdm(total=emb.train_images + emb.val_images, desc="fetch: drawing synthetic images") as bar:
+                counts = write_synthetic_dataset(emb, tmp, progress=bar.update)
+            say(f"synthetic dataset: {counts}")
         elif params.source == "local":
             say(f"WIDERFace copy in {params.local.path}")
             record["local"] = write_local_wider(params.local.path, tmp, report=say)

@@ -16,7 +16,8 @@ from facedet.pipeline.disk import exit_on_disk_full, require_free_space
 from facedet.data.filtering import load_filtered
 from facedet.pipeline.lifetime import die_with_parent
 from facedet.params.loader import exit_on_bad_params, load_section
-from facedet.data.wider import WiderArchive, WiderFormatError
+from facedet.data.wider_gt import WiderFormatError
+from facedet.data.wider_archive import WiderArchive
 
 RAW_DIR = "data/raw"
 INTERIM_DIR = "data/interim"

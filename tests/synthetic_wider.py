@@ -1,6 +1,6 @@
 """A WIDERFace-sized gt txt, generated (never downloaded): 12,880 images and 159,424 faces like the
 official wider_face_train_bbx_gt.txt, with its quirks (zero-face images with the dummy line, trailing
-spaces, optional CRLF). Used by tests/test_wider.py (counts) and bench/data_speed.py (time)."""
+spaces, optional CRLF). Used by tests/test_wider_gt.py (counts) and bench/data_speed.py (time)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import pytest
 
 from facedet.cli import build_parser, main
 from facedet.evaluate.submission import write_predictions
-from facedet.data.wider import EvalImage, write_eval_mats
+from facedet.data.wider_mat import EvalImage, write_eval_mats
 from facedet.evaluate.wider_eval import evaluate_wider
 
 

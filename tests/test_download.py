@@ -19,21 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from facedet.data.download import (
-    DRIVE_URL,
-    MAT_FILES,
-    DownloadError,
-    HashLock,
-    Mirror,
-    Pin,
-    WiderfaceParams,
-    download_file,
-    fetch_widerface,
-    mirror_urls,
-)
-from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+from facedet.data.download import DRIVE_URL, DownloadError, HashLock, Pin, download_file, mirror_urls
+from facedet.data.wider_fetch import MAT_FILES, OFFLINE_HINT, Mirror, WiderfaceParams, fetch_widerface
+from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
 from facedet.params.loader import ParamsError, build
-from facedet.data.wider import WiderArchive
+from facedet.data.wider_archive import WiderArchive
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = bytes(range(256)) * 400  # 100 kB stand-in for WIDER_val.zip
@@ -124,8 +114,9 @@ def server():
 
 
 def fetch(urls, tmp_path, **kw):
+    """WIDER_val.zip as the fetch stage downloads it (its errors end with the offline hint)."""
     return download_file("WIDER_val.zip", urls, tmp_path / "downloads", size=len(ARCHIVE), sha256=SHA,
-                         retries=kw.pop("retries", 3), timeout=5, backoff=0, progress=False, **kw)
+                         retries=kw.pop("retries", 3), timeout=5, backoff=0, progress=False, hint=OFFLINE_HINT, **kw)
 
 
 def test_a_cut_transfer_resumes_with_a_range_request(server, tmp_path):
@@ -221,7 +212,7 @@ def test_mirrors_are_base_urls_or_mappings_checked_like_any_param():
 def wider(tmp_path_factory):
     """Tiny official-layout archives, the four .mat files, and pins for them."""
     root = tmp_path_factory.mktemp("wider")
-    write_embedded_dataset(EmbeddedParams(seed=1, train_images=3, val_images=2, min_side=48, max_side=64,
+    write_synthetic_dataset(EmbeddedParams(seed=1, train_images=3, val_images=2, min_side=48, max_side=64,
                                           max_faces=2), root)
     files = {p.name: p.read_bytes() for p in root.glob("*.zip")}
     for name in ("WIDER_train.zip", "WIDER_val.zip"):  # as served: deflated, with directory entries

@@ -48,6 +48,14 @@ def test_each_stage_depends_on_exactly_the_code_it_runs():
         assert code_deps == import_closure(REPO / module), name
 
 
+def test_the_model_card_does_not_rerun_when_the_data_code_changes():
+    """The card hashes files with facedet.pipeline.hashing, not the download code: editing the HTTP
+    retry loop or the synthetic scenes re-runs fetch, never the card (nor re-times its latency)."""
+    card = {d for d in stages()["model_card"]["deps"] if d.startswith("facedet/")}
+    assert "facedet/pipeline/hashing.py" in card
+    assert not {d for d in card if d.startswith("facedet/data/")}, card
+
+
 def test_each_stage_reads_only_its_own_params_section():
     sections = {name: stage.get("params", []) for name, stage in stages().items()}
     card = sections.pop("model_card")  # the card records every param, so it reads them all

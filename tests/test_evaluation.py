@@ -1,4 +1,4 @@
-"""The evaluate stages' scoring path on a small embedded dataset: a detector that returns exactly the
+"""The evaluate stages' scoring path on a small synthetic dataset: a detector that returns exactly the
 ground truth scores AP 1.0 everywhere, one that finds nothing scores 0, and every report is written."""
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ import json
 import numpy as np
 import pytest
 
-from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
 from facedet.evaluate.score import decode_rgb, evaluate_detector
 from facedet.data.filtering import FilterParams, load_filtered, run_filter
 from facedet.evaluate.submission import read_predictions
-from facedet.data.wider import WiderArchive
+from facedet.data.wider_archive import WiderArchive
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("wider")
-    write_embedded_dataset(EmbeddedParams(seed=3, train_images=2, val_images=8, max_side=200), root / "raw")
+    write_synthetic_dataset(EmbeddedParams(seed=3, train_images=2, val_images=8, max_side=200), root / "raw")
     archive = WiderArchive(root / "raw")
     run_filter(archive, FilterParams(min_face_px=1), root / "interim", splits=("val",))
     return archive, load_filtered(root / "interim", "val"), root

@@ -18,11 +18,12 @@ from PIL import Image
 
 from facedet.data.annotations import AnnotationError
 from facedet.data.sources import DataParams
-from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
 from facedet.data.extra_train import ExtraSource, add_extra_train, write_extra_index
 from facedet.data.filtering import FilterParams, run_filter
 from facedet.params.loader import ParamsError, build
-from facedet.data.wider import WiderArchive, WiderFormatError
+from facedet.data.wider_gt import WiderFormatError
+from facedet.data.wider_archive import WiderArchive
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,9 +96,9 @@ def index(name: str, source: ExtraSource, tmp_path: Path) -> tuple[dict, dict[st
     summary = write_extra_index(name, source, out)
     with zipfile.ZipFile(out) as zf:
         text = zf.read(f"wider_face_split/{name}_train_bbx_gt.txt").decode()
-    from facedet.data.wider import parse_gt_txt
+    from facedet.data.wider_gt import parse_gt_txt
 
-    return summary, {r.image: r.faces.tolist() for r in parse_gt_txt(text)}
+    return summary, {r.image: r.gt_rows.tolist() for r in parse_gt_txt(text)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +149,7 @@ def test_the_same_source_gives_the_same_bytes(tmp_path):
 @pytest.fixture
 def raw(tmp_path) -> Path:
     raw = tmp_path / "raw"
-    write_embedded_dataset(EmbeddedParams(seed=4, train_images=6, val_images=4, min_side=48, max_side=96), raw)
+    write_synthetic_dataset(EmbeddedParams(seed=4, train_images=6, val_images=4, min_side=48, max_side=96), raw)
     return raw
 
 
@@ -176,7 +177,7 @@ def test_sources_join_the_train_split_and_the_filter_counts_faces_by_source(tmp_
 
 def test_a_wider_layout_tree_joins_as_one_event_holding_its_events(tmp_path, raw):
     other = tmp_path / "mine"
-    write_embedded_dataset(EmbeddedParams(seed=9, train_images=3, val_images=1, min_side=48, max_side=64), other)
+    write_synthetic_dataset(EmbeddedParams(seed=9, train_images=3, val_images=1, min_side=48, max_side=64), other)
     for name in ("WIDER_train.zip", "wider_face_split.zip"):
         with zipfile.ZipFile(other / name) as zf:
             zf.extractall(tmp_path / "tree")

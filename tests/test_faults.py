@@ -25,8 +25,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
-from facedet.data.wider import IMAGES_ZIP, image_member
+from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
+from facedet.data.wider_archive import IMAGES_ZIP, image_member
 from pipeline_copy import SMALL, fresh_copy, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ TINY_RAW = EmbeddedParams(seed=3, train_images=8, val_images=4, min_side=96, max
 
 def project(tmp_path: Path, params: dict | None = None, raw: EmbeddedParams | None = TINY_RAW) -> Path:
     """A directory with the repository's params.yaml (updated with `params`: {"filter": {...}}),
-    configs/, a .gitignore and (unless raw is None) an embedded data/raw."""
+    configs/, a .gitignore and (unless raw is None) a synthetic data/raw."""
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     shutil.copy(REPO / ".gitignore", tmp_path / ".gitignore")
     values = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -48,7 +48,7 @@ def project(tmp_path: Path, params: dict | None = None, raw: EmbeddedParams | No
         values[section].update(changes)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     if raw is not None:
-        write_embedded_dataset(raw, tmp_path / "data" / "raw")
+        write_synthetic_dataset(raw, tmp_path / "data" / "raw")
     return tmp_path
 
 
@@ -278,7 +278,7 @@ def test_a_stalled_imagenet_download_fails_within_the_timeout_in_one_line(stalle
 
 
 def test_a_stalled_mirror_fails_within_the_timeout_in_one_line(stalled_server, tmp_path):
-    from facedet.data.download import Downloader, DownloadError
+    from facedet.data.download import DownloadError, Downloader
 
     started = time.monotonic()
     with pytest.raises(DownloadError) as error:
@@ -307,9 +307,9 @@ def test_a_filter_that_empties_a_split_stops_with_the_params_named(tmp_path, cha
 def test_an_evaluation_set_with_no_faces_is_an_error_not_ap_minus_one(tmp_path):
     from facedet.evaluate.score import evaluate_detector
     from facedet.data.filtering import FilteredImage
-    from facedet.data.wider import WiderArchive
+    from facedet.data.wider_archive import WiderArchive
 
-    write_embedded_dataset(TINY_RAW, tmp_path / "raw")
+    write_synthetic_dataset(TINY_RAW, tmp_path / "raw")
     empty = [FilteredImage("0--Parade/x.jpg", 100, 100, np.zeros((0, 4), np.float32))]
     with pytest.raises(ValueError, match="no faces to score"):
         evaluate_detector(lambda images: [np.zeros((0, 5), np.float32) for _ in images], WiderArchive(tmp_path / "raw"),

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facedet.data import download, local_wider
-from facedet.data.download import Pin, sha256_of
-from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+from facedet.data import wider_fetch
+from facedet.data.download import Pin
+from facedet.pipeline.hashing import sha256_of
+from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
 from facedet.data.local_wider import write_local_wider
-from facedet.data.wider import WiderArchive, WiderFormatError
+from facedet.data.wider_gt import WiderFormatError
+from facedet.data.wider_archive import WiderArchive
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = EmbeddedParams(seed=3, train_images=8, val_images=6, min_side=48, max_side=96, max_faces=6)
@@ -28,9 +30,9 @@ RAW_NAMES = ["WIDER_train.zip", "WIDER_val.zip", "eval_tools.zip", "wider_face_s
 
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory) -> Path:
-    """A WIDER copy as the four official-layout archives (the embedded set, which is written that way)."""
+    """A WIDER copy as the four official-layout archives (the synthetic set, which is written that way)."""
     out = tmp_path_factory.mktemp("archives")
-    write_embedded_dataset(TINY, out)
+    write_synthetic_dataset(TINY, out)
     return out
 
 
@@ -73,7 +75,7 @@ def test_a_local_copy_gives_data_raw_byte_identical_to_its_source(archives, tmp_
 
 def test_the_official_archives_are_recognised_by_their_published_sha256(archives, tmp_path, monkeypatch):
     val = archives / "WIDER_val.zip"
-    monkeypatch.setitem(download.PUBLISHED, "WIDER_val.zip", Pin(val.stat().st_size, sha256_of(val), "published"))
+    monkeypatch.setitem(wider_fetch.PUBLISHED, "WIDER_val.zip", Pin(val.stat().st_size, sha256_of(val), "published"))
     _, record, said = build(archives, tmp_path)
     assert record["files"]["WIDER_val.zip"]["official"] is True
     assert "WIDER_val.zip: the official archive (sha256 matches the published one)" in said
@@ -81,7 +83,7 @@ def test_the_official_archives_are_recognised_by_their_published_sha256(archives
 
 def test_an_archive_of_the_official_size_with_other_bytes_is_refused(archives, tmp_path, monkeypatch):
     val = archives / "WIDER_val.zip"
-    monkeypatch.setitem(download.PUBLISHED, "WIDER_val.zip", Pin(val.stat().st_size, "0" * 64, "published"))
+    monkeypatch.setitem(wider_fetch.PUBLISHED, "WIDER_val.zip", Pin(val.stat().st_size, "0" * 64, "published"))
     with pytest.raises(WiderFormatError, match="WIDER_val.zip: the size of the official WIDER_val.zip but another "
                                                "sha256.*damaged copy"):
         build(archives, tmp_path)
@@ -92,9 +94,9 @@ def test_without_eval_mat_files_every_valid_face_counts_in_all_three_subsets(arc
     assert "every valid face" in record["files"]["eval_ground_truth"]["generated"]
     assert any("written from wider_face_val_bbx_gt.txt" in line for line in said)
     archive = WiderArchive(tmp_path / "raw")
-    records = {r.image.rsplit(".", 1)[0]: r for r in archive.records("val")}
+    records = {r.key: r for r in archive.records("val")}
     for image in archive.eval_ground_truth():
-        faces = records[image.key].faces
+        faces = records[image.key].gt_rows
         valid = [i + 1 for i, f in enumerate(faces) if f[7] == 0 and f[2] >= 1 and f[3] >= 1]
         for subset in ("easy", "medium", "hard"):
             assert image.keep[subset].tolist() == valid

@@ -1,4 +1,4 @@
-"""End to end, as a user runs it: `dvc repro` on the embedded dataset in a fresh copy of the
+"""End to end, as a user runs it: `dvc repro` on the synthetic dataset in a fresh copy of the
 repository, then a changed `evaluate.*` param re-runs only the evaluation stages."""
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from facedet.data.local_wider import write_local_wider
-from facedet.data.wider import EVAL_MAT_FILES, WiderArchive, format_gt_txt, parse_gt_txt, read_eval_ground_truth, write_eval_mats
+from facedet.data.wider_gt import format_gt_txt, parse_gt_txt
+from facedet.data.wider_mat import EVAL_MAT_FILES, read_eval_ground_truth, write_eval_mats
+from facedet.data.wider_archive import WiderArchive
 
 REALFACES = Path(__file__).resolve().parents[2] / "shared" / "realfaces"
 pytestmark = pytest.mark.skipif(not (REALFACES / "widerface").is_dir() or not (REALFACES / "facemask_voc").is_dir(),
@@ -23,7 +25,7 @@ TRAIN, VAL, VOC = 8, 8, 4  # 20 photos
 
 def fewest_faces(records, n):
     """The n records with the fewest faces (at least one): small, fast, still real."""
-    return sorted((r for r in records if len(r.faces)), key=lambda r: (len(r.faces), r.image))[:n]
+    return sorted((r for r in records if len(r.gt_rows)), key=lambda r: (len(r.gt_rows), r.image))[:n]
 
 
 def wider_slice(dest: Path) -> dict[str, list]:
@@ -40,10 +42,10 @@ def wider_slice(dest: Path) -> dict[str, list]:
             shutil.copyfile(source / f"WIDER_{split}/images" / rec.image, target)
         (dest / "wider_face_split").mkdir(exist_ok=True)
         (dest / f"wider_face_split/wider_face_{split}_bbx_gt.txt").write_text(format_gt_txt(picked[split]))
-    keys = {rec.image.rsplit(".", 1)[0] for rec in picked["val"]}
+    keys = {rec.key for rec in picked["val"]}
     official = [img for img in read_eval_ground_truth(source / "eval_tools/ground_truth") if img.key in keys]
-    by_key = {rec.image.rsplit(".", 1)[0]: rec for rec in picked["val"]}
-    write_eval_mats(official, [by_key[img.key].faces[:, 4:] for img in official], dest / "eval_tools/ground_truth")
+    by_key = {rec.key: rec for rec in picked["val"]}
+    write_eval_mats(official, [by_key[img.key].gt_rows[:, 4:] for img in official], dest / "eval_tools/ground_truth")
     return picked
 
 
@@ -66,7 +68,7 @@ def test_the_whole_real_widerface_slice_reads_as_a_local_copy(tmp_path):
     assert record["layout"]["eval_ground_truth"] == "eval_tools/ground_truth"
     assert {name: v["official"] for name, v in record["files"]["eval_ground_truth"].items()} == \
         {name: False for name in EVAL_MAT_FILES.values()}  # cut to 201 images: not the published bytes
-    counts = {split: (len(archive.records(split)), sum(len(r.faces) for r in archive.records(split)))
+    counts = {split: (len(archive.records(split)), sum(len(r.gt_rows) for r in archive.records(split)))
               for split in ("train", "val")}
     assert counts == {"train": (333, 11_633), "val": (201, 6_530)}  # as ../shared/realfaces/README.md says
     assert len(archive.eval_ground_truth()) == 201
@@ -92,7 +94,7 @@ def test_real_photos_go_through_fetch_filter_shard_train_and_evaluate(tmp_path):
     assert sources["extra_train"]["facemask"]["pixel_origin"] == 1  # the devkit's 1-based corners
     by_source = json.loads((repo / "reports/filter.json").read_text())["train"]["by_source"]
     assert by_source["local"]["images_in"] == TRAIN and by_source["facemask"]["images_in"] == VOC
-    assert by_source["local"]["faces_in"] == sum(len(r.faces) for r in picked["train"])
+    assert by_source["local"]["faces_in"] == sum(len(r.gt_rows) for r in picked["train"])
     archive = WiderArchive(repo / "data/raw")
     assert {f"facemask/{i}.jpg" for i in voc_ids} <= {r.image for r in archive.records("train")}
     official = {img.key: img for img in read_eval_ground_truth(REALFACES / "widerface/eval_tools/ground_truth")}

@@ -54,8 +54,8 @@ def exported(tmp_path_factory):
     return files
 
 
-def embedded_val_image() -> np.ndarray:
-    """One scene of the embedded dataset (faces, distractors), resized to the stand-in's input."""
+def synthetic_val_image() -> np.ndarray:
+    """One scene of the synthetic dataset (faces, distractors), resized to the stand-in's input."""
     jpeg, rows = render_image(np.random.default_rng(11), max_faces=6, min_side=160, max_side=240)
     assert len(rows)  # a scene with faces
     image = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
@@ -95,7 +95,7 @@ def test_mediapipe_object_detector_loads_the_file_and_returns_faces(exported, qu
     from mediapipe.tasks.python import BaseOptions, vision
 
     _, shipped = exported[quantize]
-    image = embedded_val_image()
+    image = synthetic_val_image()
     options = vision.ObjectDetectorOptions(base_options=BaseOptions(model_asset_path=str(shipped)),
                                            score_threshold=0.0, max_results=-1)
     with vision.ObjectDetector.create_from_options(options) as detector:

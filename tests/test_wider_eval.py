@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from wider_eval_reference import reference_wider_eval, synthetic_val_set
 
-from facedet.data.wider import EvalImage
+from facedet.data.wider_mat import EvalImage
 from facedet.evaluate.wider_eval import (
     evaluate_wider,
     match_predictions,

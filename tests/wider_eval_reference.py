@@ -104,7 +104,7 @@ def reference_wider_eval(ground_truth, predictions, subsets=("easy", "medium", "
                          thresh_num=1000, iou_thresh=0.5):
     """subset -> (ap, precision (thresh_num,), recall (thresh_num,)), computed the official way.
 
-    ground_truth: list of facedet.data.wider.EvalImage; predictions: 'event/stem' -> (K, 5) x y w h score.
+    ground_truth: list of facedet.data.wider_mat.EvalImage; predictions: 'event/stem' -> (K, 5) x y w h score.
     """
     # read_pred.m: per image, sort by score, descending (MATLAB's sort keeps ties in order)
     pred_list = {}
@@ -144,13 +144,13 @@ def reference_wider_eval(ground_truth, predictions, subsets=("easy", "medium", "
 def synthetic_val_set(seed: int, images: int = 40, mean_faces: float = 12.3, crowd: int = 0):
     """Random ground truth and predictions shaped like WIDER val, for the cross-checks and the bench.
 
-    Returns (list of facedet.data.wider.EvalImage, {'event/stem': (K, 5) x y w h score}). Integer face
+    Returns (list of facedet.data.wider_mat.EvalImage, {'event/stem': (K, 5) x y w h score}). Integer face
     boxes (as in the .mat); a few zero-face images (one all-zero row, nothing kept); nested keep
     sets (easy: valid and height >= 40, medium: >= 20, hard: valid); detections jittered around
     faces (some duplicated), false positives, scores rounded to 6 decimals (ties happen), a few
     images without predictions. `crowd` > 0 adds one image with that many faces.
     """
-    from facedet.data.wider import EvalImage
+    from facedet.data.wider_mat import EvalImage
 
     rng = np.random.default_rng(seed)
     gt, preds = [], {}

@@ -1,4 +1,4 @@
-"""What VOC and COCO annotations become: WIDER gt rows (facedet.data.wider), checked against the image.
+"""What VOC and COCO annotations become: WIDER gt rows (facedet.data.wider_gt), checked against the image.
 
 A box arrives as continuous 0-based pixel corners `x1, y1, x2, y2` (the image spans [0, W] x [0, H]) and
 leaves as a WIDER row `x1 y1 w h blur expression illumination invalid occlusion pose` of integers. Boxes

@@ -1,58 +1,34 @@
-"""Fetch the real WIDERFace archives (`data.source: widerface`) into data/raw, verified.
+"""Verified, resumable downloads: the file comes from the first of its URLs that delivers the expected
+bytes, or not at all.
 
-Each file is tried on the mirrors of `data.widerface.mirrors` in order. A transfer goes to
-`<download_dir>/<name>.part` (kept outside the DVC out), resumes with an HTTP Range request after a
-cut, is retried with exponential backoff on network errors and 5xx, and is checked (size, sha256,
-zip layout) before it is renamed to `<download_dir>/<name>`: a partial or wrong file is never
-used. A mirror that answers 404, serves an HTML page or bad bytes is left for the next one;
-Google Drive's "can't scan this file for viruses" confirm page is followed.
-
-Checksums: the three WIDER archives and the four ground-truth .mat files are pinned to published
-sha256 (`PUBLISHED`). Files with no published checksum (eval_tools.zip) are trusted on first use:
-the size and sha256 of the first good download are recorded in a lock file (`HashLock`,
-data/widerface.lock.json, committed to git) and every later download must match them.
-
-data/raw (the DVC out) is built from the verified downloads: WIDER_train.zip and WIDER_val.zip with
-the same members and bytes but stored uncompressed (no inflate per image in the later stages),
-wider_face_split.zip as downloaded, and eval_tools.zip rebuilt deterministically from the four
-verified .mat files (members `eval_tools/ground_truth/*.mat`), so it is byte-identical whether the
-mirror served the official eval_tools.zip or the four .mat files.
+A transfer goes to `<download_dir>/<name>.part`, resumes with an HTTP Range request after a cut, is
+retried with exponential backoff on network errors and 5xx, and is checked (size, sha256, optional
+content check) before it is renamed to `<download_dir>/<name>`: a partial or wrong file is never used.
+A URL that answers 404, serves an HTML page or bad bytes is left for the next one; Google Drive's
+"can't scan this file for viruses" confirm page is followed. Files with no published checksum are
+trusted on first use: `HashLock` records the size and sha256 of the first good download in a JSON
+file, and every later download must match them. WIDERFace's files and mirrors: facedet.data.wider_fetch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import html.parser
 import http.client
 import http.cookiejar
 import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from facedet.pipeline.atomic import atomic_path, write_text_atomic
+from facedet.pipeline.atomic import write_text_atomic
 from facedet.pipeline.disk import DiskFullError, human, is_disk_full, require_free_space
-from facedet.params.loader import ParamsError, field_range
-from facedet.data.wider import (
-    EVAL_GT_DIR_MEMBER,
-    EVAL_MAT_FILES,
-    EVAL_TOOLS_ZIP,
-    IMAGES_ZIP,
-    SPLIT_ZIP,
-    WiderFormatError,
-    check_archive,
-    eval_mat_members,
-    repack_stored,
-    zip_bytes,
-)
+from facedet.pipeline.hashing import CHUNK, sha256_of
 
 
 class Pin(NamedTuple):
@@ -63,81 +39,7 @@ class Pin(NamedTuple):
     source: str
 
 
-_TFDS = "published: tensorflow_datasets wider_face checksums.tsv"
-_MATS = "published: clibdev/WiderFace-Evaluation README (official ground truth)"
-PUBLISHED: dict[str, Pin] = {
-    IMAGES_ZIP["train"]: Pin(1_465_602_149, "e23b76129c825cafae8be944f65310b2e1ba1c76885afe732f179c41e5ed6d59", _TFDS),
-    IMAGES_ZIP["val"]: Pin(362_752_168, "f9efbd09f28c5d2d884be8c0eaef3967158c866a593fc36ab0413e4b2a58a17a", _TFDS),
-    SPLIT_ZIP: Pin(3_591_642, "c7561e4f5e7a118c249e0a5c5c902b0de90bbf120d7da9fa28d99041f68a8a5c", _TFDS),
-    EVAL_MAT_FILES["all"]: Pin(None, "1dfe6a9853950f9dde256b5e8bb75d8f272e6bc02a15ae1968f5a9b883f458cb", _MATS),
-    EVAL_MAT_FILES["easy"]: Pin(None, "c2fb672d16f75653eb89fb8bc437a7d060896a71cd7a65c1a5a3e4479024099c", _MATS),
-    EVAL_MAT_FILES["medium"]: Pin(None, "4a031970bc132cef5cfacd05068aabcf4fe15d4a31a1e9f4f00eb134fdf449c1", _MATS),
-    EVAL_MAT_FILES["hard"]: Pin(None, "bb1af19dc5bc4dd9517dd8ae8096326c68175f2c3411763bdd4f23fa98638b78", _MATS),
-}
-ARCHIVES = (IMAGES_ZIP["train"], IMAGES_ZIP["val"], SPLIT_ZIP)
-MAT_FILES = tuple(EVAL_MAT_FILES.values())
-KNOWN_FILES = (*ARCHIVES, EVAL_TOOLS_ZIP, *MAT_FILES)
 DRIVE_URL = "https://drive.google.com/uc?export=download&id={id}"
-CHUNK = 1 << 20
-OFFLINE_HINT = "offline? set `data.source: embedded` in params.yaml (generated locally, no network needed)"
-
-
-@dataclass(frozen=True)
-class Mirror:
-    """One entry of `data.widerface.mirrors` (a plain string there is a `base_url`).
-
-    base_url: serves '<base_url>/<file>' for each of `files` (default: the three WIDER archives
-    and eval_tools.zip); urls: file -> full URL; google_drive: file -> Google Drive file id.
-    File names: WIDER_train.zip, WIDER_val.zip, wider_face_split.zip, eval_tools.zip, or the four
-    ground-truth .mat files (wider_face_val.mat, wider_{easy,medium,hard}_val.mat).
-    """
-
-    name: str = ""
-    base_url: str = ""
-    files: list[str] = field(default_factory=list)
-    urls: dict[str, str] = field(default_factory=dict)
-    google_drive: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        label = f"mirror '{self.name or self.base_url}'"
-        for key, mapping in (("urls", self.urls), ("google_drive", self.google_drive)):
-            if not isinstance(mapping, dict) or not all(isinstance(v, str) and v for v in mapping.values()):
-                raise ParamsError(f"params.yaml: data.widerface {label}: '{key}' must map file names to strings")
-        for name in [*self.files, *self.urls, *self.google_drive]:
-            if name not in KNOWN_FILES:
-                raise ParamsError(f"params.yaml: data.widerface {label}: unknown file {name!r} "
-                                  f"(one of {', '.join(KNOWN_FILES)})")
-        if self.files and not self.base_url:
-            raise ParamsError(f"params.yaml: data.widerface {label}: 'files' needs a 'base_url'")
-        if not (self.base_url or self.urls or self.google_drive):
-            raise ParamsError(f"params.yaml: data.widerface {label}: give base_url, urls or google_drive")
-
-    @property
-    def label(self) -> str:
-        return self.name or self.base_url
-
-    def url_of(self, file: str) -> str | None:
-        """Where this mirror serves `file`, or None if it does not list it."""
-        if file in self.urls:
-            return self.urls[file]
-        if file in self.google_drive:
-            return DRIVE_URL.format(id=self.google_drive[file])
-        if self.base_url and file in (self.files or (*ARCHIVES, EVAL_TOOLS_ZIP)):
-            return f"{self.base_url.rstrip('/')}/{file}"
-        return None
-
-
-@dataclass(frozen=True)
-class WiderfaceParams:
-    """params.yaml `data.widerface`."""
-
-    mirrors: list[Mirror | str] = field(default_factory=list)
-    retries: int = field_range(1, 20, default=3)
-    timeout_s: float = field_range(1, 3600, default=60)
-    backoff_s: float = field_range(0, 600, default=2)
-
-    def mirror_list(self) -> list[Mirror]:
-        return [Mirror(base_url=m) if isinstance(m, str) else m for m in self.mirrors]
 
 
 class DownloadError(RuntimeError):
@@ -149,17 +51,10 @@ class _MirrorRefused(Exception):
 
 
 class Downloaded(NamedTuple):
+    """Where the verified file is, and the URL it came from ('' if it was already there)."""
+
     path: Path
     url: str
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes, read in chunks (archives are GBs)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _verify(path: Path, size: int | None, sha256: str | None) -> str:
@@ -180,11 +75,9 @@ class HashLock:
     """A JSON file of the sizes and sha256 seen on the first good download of each file that has
     no published checksum. Commit it: teammates and later runs then verify against the same bytes."""
 
-    COMMENT = ("sha256 of WIDERFace downloads with no published checksum, recorded by the fetch stage on the "
-               "first good download; later downloads must match. Commit this file; delete an entry to re-pin.")
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, comment: str = ""):
+        """comment: the file's "comment" entry, for whoever opens it (written on `record`)."""
+        self.path, self.comment = Path(path), comment
 
     def _entries(self) -> dict[str, dict]:
         if not self.path.is_file():
@@ -204,7 +97,7 @@ class HashLock:
     def record(self, name: str, path: Path, url: str) -> None:
         entries = self._entries()
         entries[name] = {"bytes": path.stat().st_size, "sha256": sha256_of(path), "first_url": url}
-        text = json.dumps({"comment": self.COMMENT, "files": entries}, indent=2, sort_keys=True)
+        text = json.dumps({"comment": self.comment, "files": entries}, indent=2, sort_keys=True)
         write_text_atomic(self.path, text + "\n")
 
 
@@ -240,8 +133,11 @@ class _ConfirmPage(html.parser.HTMLParser):
 class Downloader:
     """Resumable, retrying, verifying downloads (one cookie jar, for Google Drive's confirm step)."""
 
-    def __init__(self, retries: int = 3, timeout: float = 60, backoff: float = 2.0, progress: bool = True):
+    def __init__(self, retries: int = 3, timeout: float = 60, backoff: float = 2.0, progress: bool = True,
+                 hint: str = ""):
+        """hint: appended to every DownloadError (what the user can do instead)."""
         self.retries, self.timeout, self.backoff, self.progress = retries, timeout, backoff, progress
+        self.hint = hint
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
     def download(self, name: str, urls: list[str], download_dir: str | os.PathLike, pin: Pin | None = None,
@@ -251,7 +147,7 @@ class Downloader:
         The partial file is `<download_dir>/<name>.part` (resumed across attempts and runs); the
         verified file is `<download_dir>/<name>`, reused without downloading when it verifies.
         pin: expected size/sha256 (None: accept any bytes that pass `check`); check(path): raises
-        (WiderFormatError, FileNotFoundError, ValueError) when the file's content is wrong.
+        (ValueError, FileNotFoundError, zipfile.BadZipFile) when the file's content is wrong.
         Raises DownloadError (one line) when all URLs fail.
         """
         download_dir = Path(download_dir)
@@ -304,7 +200,7 @@ class Downloader:
                         time.sleep(self.backoff * 2 ** (attempt - 1))
             errors.append(f"{url} ({last})")
         tried = "; ".join(errors) if errors else "no mirror lists it"
-        raise DownloadError(f"could not download {name}: tried {tried}. {OFFLINE_HINT}")
+        raise DownloadError(f"could not download {name}: tried {tried}." + (f" {self.hint}" if self.hint else ""))
 
     @staticmethod
     def _content_problem(path: Path, check: Callable[[Path], object] | None) -> str:
@@ -312,7 +208,7 @@ class Downloader:
             return ""
         try:
             check(path)
-        except (WiderFormatError, FileNotFoundError, ValueError, zipfile.BadZipFile) as err:
+        except (FileNotFoundError, ValueError, zipfile.BadZipFile) as err:
             return f"not the expected content: {err}"
         return ""
 
@@ -387,123 +283,13 @@ def _content_range_start(header: str | None) -> int:
 
 def download_file(name: str, urls: list[str], download_dir: str | os.PathLike, size: int | None = None,
                   sha256: str | None = None, retries: int = 3, timeout: float = 60, backoff: float = 1.0,
-                  progress: bool = True) -> Path:
+                  progress: bool = True, hint: str = "") -> Path:
     """Download `name` from the first of `urls` that delivers it with `size` and `sha256`
-    (see `Downloader.download`). Returns the verified path."""
+    (see `Downloader.download`; `hint` ends its errors). Returns the verified path."""
     pin = Pin(size, sha256, "given") if sha256 or size else None
-    return Downloader(retries, timeout, backoff, progress).download(name, urls, download_dir, pin).path
+    return Downloader(retries, timeout, backoff, progress, hint).download(name, urls, download_dir, pin).path
 
 
 def mirror_urls(mirrors: list[str], name: str) -> list[str]:
     """'<mirror>/<name>' for every mirror base URL (http(s):// or file://)."""
     return [f"{m.rstrip('/')}/{name}" for m in mirrors]
-
-
-# ---------------------------------------------------------------------------------------------
-# the fetch stage
-
-
-def _mats_of_eval_tools(path: Path, pins: dict[str, Pin]) -> dict[str, bytes]:
-    """The four ground-truth .mat files inside an eval_tools.zip, each checked against its pin."""
-    check_archive(path, EVAL_TOOLS_ZIP)
-    with zipfile.ZipFile(path) as archive:
-        mats = {name: archive.read(member) for name, member in eval_mat_members(archive, str(path)).items()}
-    for name, data in mats.items():
-        pin = pins.get(name)
-        if pin and hashlib.sha256(data).hexdigest() != pin.sha256:
-            raise WiderFormatError(f"{path}: {name} sha256 mismatch ({pin.source})")
-    return mats
-
-
-def _said(name: str, got: Downloaded, pin: Pin | None, lock: HashLock) -> str:
-    where = f"downloaded from {got.url}" if got.url else f"already in {got.path.parent}"
-    return f"{name}: {where}, verified ({pin.source if pin else f'sha256 pinned now in {lock.path}'})"
-
-
-def fetch_eval_ground_truth(mirrors: list[Mirror], downloader: Downloader, download_dir: str | os.PathLike,
-                            lock: HashLock, pins: dict[str, Pin] = PUBLISHED,
-                            report: Callable[[str], object] = lambda line: None) -> dict[str, bytes]:
-    """The four verified ground-truth .mat files (name -> bytes), from the first mirror that serves
-    eval_tools.zip (hash trusted on first use, recorded in `lock`) or all four .mat files."""
-    errors = []
-    for mirror in mirrors:
-        try:
-            if (url := mirror.url_of(EVAL_TOOLS_ZIP)) is not None:
-                pin = lock.get(EVAL_TOOLS_ZIP)
-                got = downloader.download(EVAL_TOOLS_ZIP, [url], download_dir, pin,
-                                          check=lambda p: _mats_of_eval_tools(p, pins))
-                if pin is None:
-                    lock.record(EVAL_TOOLS_ZIP, got.path, got.url)
-                report(_said(EVAL_TOOLS_ZIP, got, pin, lock) + "; its four .mat files match their published sha256")
-                return _mats_of_eval_tools(got.path, pins)
-            urls = {name: mirror.url_of(name) for name in MAT_FILES}
-            if all(urls.values()):
-                mats = {}
-                for name, mat_url in urls.items():
-                    pin = pins.get(name) or lock.get(name)
-                    got = downloader.download(name, [mat_url], download_dir, pin)
-                    if pin is None:
-                        lock.record(name, got.path, got.url)
-                    report(_said(name, got, pin, lock))
-                    mats[name] = got.path.read_bytes()
-                return mats
-        except DownloadError as err:
-            errors.append(f"{mirror.label}: {str(err).removesuffix(OFFLINE_HINT).strip().rstrip('.')}")
-    tried = "; ".join(errors) if errors else "no mirror lists eval_tools.zip or the four .mat files"
-    raise DownloadError(f"could not get the evaluation ground truth: {tried}. {OFFLINE_HINT}")
-
-
-def fetch_widerface(params: WiderfaceParams, raw_dir: str | os.PathLike, download_dir: str | os.PathLike,
-                    lock_path: str | os.PathLike, progress: bool = True, pins: dict[str, Pin] = PUBLISHED,
-                    report: Callable[[str], object] = lambda line: None) -> list[Path]:
-    """Download and verify WIDER_train.zip, WIDER_val.zip, wider_face_split.zip and the evaluation
-    ground truth into `download_dir`, then build `raw_dir` atomically: the two image archives with
-    the same members stored uncompressed (`repack_stored`: later stages read each JPEG without
-    inflating it), wider_face_split.zip as downloaded (a hard link where possible), and a
-    deterministic eval_tools.zip of the four .mat files. report(line) is told where each file came
-    from. Returns the raw paths. Raises DownloadError (one line) when a file cannot be had."""
-    mirrors = params.mirror_list()
-    if not mirrors:
-        raise DownloadError(f"data.widerface.mirrors is empty. {OFFLINE_HINT}")
-    downloader = Downloader(params.retries, params.timeout_s, params.backoff_s, progress)
-    lock = HashLock(lock_path)
-    done: dict[str, Path] = {}
-    for name in ARCHIVES:
-        urls = [u for m in mirrors if (u := m.url_of(name)) is not None]
-        pin = pins.get(name) or lock.get(name)
-        got = downloader.download(name, urls, download_dir, pin, check=lambda p, n=name: check_archive(p, n))
-        if pin is None:
-            lock.record(name, got.path, got.url)
-        report(_said(name, got, pin, lock))
-        done[name] = got.path
-    mats = fetch_eval_ground_truth(mirrors, downloader, download_dir, lock, pins, report)
-    require_free_space(raw_dir, sum(path.stat().st_size for path in done.values()),
-                       f"building {raw_dir} from the verified archives")
-    with atomic_path(raw_dir, is_dir=True) as tmp:
-        write_raw_archives(tmp, done, mats, progress)
-    return [Path(raw_dir) / name for name in (*done, EVAL_TOOLS_ZIP)]
-
-
-def write_raw_archives(raw_dir: Path, archives: dict[str, Path], mats: dict[str, bytes] | None,
-                       progress: bool = True) -> None:
-    """Put verified official archives into `raw_dir` as data/raw holds them: the image archives
-    re-stored uncompressed (`repack_stored`: later stages read each JPEG without inflating it),
-    wider_face_split.zip as is (a hard link where possible), and, with `mats`, a deterministic
-    eval_tools.zip of the four ground-truth .mat files (name -> bytes)."""
-    from tqdm import tqdm
-
-    for name, src in archives.items():
-        if name in IMAGES_ZIP.values():
-            with zipfile.ZipFile(src) as archive:
-                total = len(archive.infolist())
-            with tqdm(total=total, desc=f"fetch: storing {name} uncompressed", unit="file",
-                      disable=not progress, leave=False) as bar:
-                repack_stored(src, raw_dir / name, progress=bar.update)
-            continue
-        try:
-            os.link(src, raw_dir / name)
-        except OSError:
-            shutil.copyfile(src, raw_dir / name)
-    if mats is not None:
-        eval_zip = zip_bytes({f"{EVAL_GT_DIR_MEMBER}/{name}": data for name, data in mats.items()}, compress=True)
-        (raw_dir / EVAL_TOOLS_ZIP).write_bytes(eval_zip)

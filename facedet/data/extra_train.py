@@ -30,14 +30,15 @@ from facedet.data.annotations import AnnotationError, check_image_name, check_si
 from facedet.data.coco_json import read_coco
 from facedet.data.local_wider import gt_line_numbers, locate, read_gt
 from facedet.params.loader import ParamsError
+from facedet.pipeline.hashing import sha256_of
 from facedet.data.voc import read_voc, to_zero_based
-from facedet.data.wider import (
+from facedet.data.wider_gt import WiderRecord, format_gt_txt
+from facedet.data.wider_archive import (
     GT_TXT_MEMBER,
     IMAGES_ZIP,
+    SPLIT_DIR_MEMBER,
     SPLIT_ZIP,
     TRAIN_SOURCES_MEMBER,
-    WiderRecord,
-    format_gt_txt,
     image_member,
     stored_zip_writer,
     zip_bytes,
@@ -145,7 +146,7 @@ def index_voc(source: ExtraSource, key: str) -> Indexed:
                 out.faces_by_name[obj.name] += 1
         out.records.append(WiderRecord(rel, np.asarray(rows, np.int32).reshape(-1, 10)))
         out.data[rel] = data
-        out.annotations[voc.xml.relative_to(root).as_posix()] = hashlib.sha256(voc.xml.read_bytes()).hexdigest()
+        out.annotations[voc.xml.relative_to(root).as_posix()] = sha256_of(voc.xml)
     return out
 
 
@@ -159,7 +160,7 @@ def index_coco(source: ExtraSource, key: str) -> Indexed:
     images, found = read_coco(ann_path)
     wanted = _check_names(source.names, found, key, f"{ann_path} categories")
     image_root = root / source.images
-    out = Indexed(annotations={source.annotations: hashlib.sha256(ann_path.read_bytes()).hexdigest()})
+    out = Indexed(annotations={source.annotations: sha256_of(ann_path)})
     for image in images:
         rel = check_image_name(image.file_name, f"{image.where}.file_name")
         data = _read_image(image_root / rel, f"{image.where}.file_name")
@@ -196,7 +197,7 @@ def index_wider(source: ExtraSource, key: str) -> Indexed:
             image_size(data, f"{rec.image} ({where})")
             out.records.append(rec)
             out.data[rec.image] = data
-            out.faces_by_name["face"] += len(rec.faces)
+            out.faces_by_name["face"] += len(rec.gt_rows)
     finally:
         if archive is not None:
             archive.close()
@@ -207,7 +208,7 @@ INDEXERS: dict[str, Callable[[ExtraSource, str], Indexed]] = {"voc": index_voc, 
 
 
 def gt_member(name: str) -> str:
-    return f"wider_face_split/{name}_train_bbx_gt.txt"
+    return f"{SPLIT_DIR_MEMBER}/{name}_train_bbx_gt.txt"
 
 
 def write_extra_index(name: str, source: ExtraSource, out: Path) -> dict[str, Any]:
@@ -215,7 +216,7 @@ def write_extra_index(name: str, source: ExtraSource, out: Path) -> dict[str, An
     its source.json. AnnotationError (one line) on bad input."""
     key = f"data.extra_train.{name}"
     indexed = INDEXERS[source.format](source, key)
-    records = sorted((WiderRecord(f"{name}/{r.image}", r.faces) for r in indexed.records), key=lambda r: r.image)
+    records = sorted((WiderRecord(f"{name}/{r.image}", r.gt_rows) for r in indexed.records), key=lambda r: r.image)
     digests = {}
     with stored_zip_writer(out) as add:
         for rec in records:
@@ -224,8 +225,8 @@ def write_extra_index(name: str, source: ExtraSource, out: Path) -> dict[str, An
             digests[rec.image] = hashlib.sha256(data).hexdigest()
         summary = {
             "format": source.format, "names": source.names or "all", "images": len(records),
-            "faces": int(sum(len(r.faces) for r in records)),
-            "ignored": int(sum(int((r.faces[:, 7] == 1).sum()) for r in records)),
+            "faces": int(sum(len(r.gt_rows) for r in records)),
+            "ignored": int(sum(int((r.gt_rows[:, 7] == 1).sum()) for r in records)),
             "faces_by_name": dict(sorted(indexed.faces_by_name.items())), "annotations": indexed.annotations,
             "image_sha256": digests, **indexed.extra,
         }
@@ -273,7 +274,7 @@ def add_extra_train(raw_dir: Path, names: list[str], main_source: str, extra_dir
             with zipfile.ZipFile(index) as archive:
                 summary = json.loads(archive.read("source.json"))
                 for info in archive.infolist():
-                    if not info.filename.startswith("WIDER_train/images/"):
+                    if not info.filename.startswith(image_member("train", "")):
                         continue
                     data = archive.read(info)
                     digest = hashlib.sha256(data).hexdigest()

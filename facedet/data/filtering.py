@@ -30,7 +30,8 @@ from PIL import Image
 from facedet.data.image_check import decode_problem
 from facedet.pipeline.lifetime import die_with_parent
 from facedet.params.loader import field_range
-from facedet.data.wider import FACE_COLUMNS, WiderArchive, WiderRecord
+from facedet.data.wider_gt import FACE_COLUMNS, WiderRecord
+from facedet.data.wider_archive import WiderArchive
 
 SUPPORTED_MODES = ("RGB", "L", "CMYK", "RGBA", "LA", "P", "PA", "1")  # what the shard stage can store as RGB
 # reasons, in the order they are checked (a face/image is counted under the first that applies)
@@ -109,14 +110,14 @@ def reencode_reason(mode: str, fmt: str) -> str:
     return "cmyk" if mode == "CMYK" else ""  # JPEGs are RGB, L or CMYK
 
 
-def filter_faces(faces: np.ndarray, width: int, height: int, params: FilterParams) -> tuple[np.ndarray, Counter]:
+def filter_faces(gt_rows: np.ndarray, width: int, height: int, params: FilterParams) -> tuple[np.ndarray, Counter]:
     """Apply the face filters to int (N, 10) gt rows of an image of real size width x height.
 
     Returns (kept rows as int64 (K, 10), boxes clipped if clip_to_image; Counter of drop reasons).
     """
     dropped: Counter = Counter()
     kept = []
-    for row in np.asarray(faces, np.int64).reshape(-1, 10):
+    for row in np.asarray(gt_rows, np.int64).reshape(-1, 10):
         x1, y1, w, h, blur, _expr, _illum, invalid, occlusion, pose = (int(v) for v in row)
         row = row.copy()
         if w <= 0 or h <= 0:
@@ -196,7 +197,7 @@ def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: Fil
     reencoded: Counter = Counter()
     faces_in = 0
     for rec, info in sorted(zip(records, infos), key=lambda item: item[0].image):
-        n_faces = len(rec.faces)
+        n_faces = len(rec.gt_rows)
         faces_in += n_faces
         problem = info.problem
         if not problem and info.mode not in SUPPORTED_MODES:
@@ -205,7 +206,7 @@ def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: Fil
             problem = "too_small_image"
         kept = np.zeros((0, 10), np.int64)
         if not problem:
-            kept, drops = filter_faces(rec.faces, info.width, info.height, params)
+            kept, drops = filter_faces(rec.gt_rows, info.width, info.height, params)
             face_drops.update(drops)
             if len(kept) == 0 and not params.keep_empty_images:
                 problem = "no_faces_left"  # its faces are already counted under their reasons
@@ -283,7 +284,7 @@ def counts_by_source(records: list[WiderRecord], images: pd.DataFrame, faces: pd
         out[name] = {"images_in": 0, "images_kept": 0, "faces_in": 0, "faces_kept": 0}
     for rec in records:
         out[source_of(rec.image)]["images_in"] += 1
-        out[source_of(rec.image)]["faces_in"] += len(rec.faces)
+        out[source_of(rec.image)]["faces_in"] += len(rec.gt_rows)
     for column, table in (("images_kept", images["image"]), ("faces_kept", faces["image"])):
         for name, count in Counter(map(source_of, table)).items():
             out[name][column] += count

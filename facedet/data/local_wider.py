@@ -1,5 +1,5 @@
 """A WIDERFace copy already on disk (`data.source: local`, `data.local.path`), turned into data/raw
-exactly as the download writes it (facedet.data.download), so nothing downstream changes.
+exactly as the download writes it (facedet.data.wider_fetch), so nothing downstream changes.
 
 The path holds, per part, either the official archive or the same tree unpacked:
 
@@ -8,7 +8,7 @@ The path holds, per part, either the official archive or the same tree unpacked:
     wider_face_split.zip   or  wider_face_split/wider_face_{train,val}_bbx_gt.txt
     eval_tools.zip         or  eval_tools/ground_truth/wider_{face,easy,medium,hard}_val.mat   (optional)
 
-Archives whose sha256 is the published one (facedet.data.download.PUBLISHED) are reported as official;
+Archives whose sha256 is the published one (facedet.data.wider_fetch.PUBLISHED) are reported as official;
 other files are used as they are, and the sha256 of every file read goes into data/raw/sources.json
 (not the path: the same bytes elsewhere give the same data/raw). From a tree, fetch stores the images
 the gt txt names (a missing one is an error naming the gt line) in the official member layout,
@@ -30,28 +30,24 @@ from typing import Any
 
 import numpy as np
 
-from facedet.data.download import PUBLISHED, sha256_of, write_raw_archives
-from facedet.data.synthetic import eval_images_of
-from facedet.data.wider import (
-    EVAL_MAT_FILES,
+from facedet.data.wider_fetch import PUBLISHED, write_raw_archives
+from facedet.pipeline.hashing import sha256_of
+from facedet.data.wider_gt import SPLITS, WiderFormatError, WiderRecord, is_image_path, parse_gt_txt
+from facedet.data.wider_mat import EVAL_MAT_FILES, eval_images_of, eval_mat_bytes, read_eval_ground_truth
+from facedet.data.wider_archive import (
+    EVAL_GT_DIR_MEMBER,
     EVAL_TOOLS_ZIP,
     GT_TXT_MEMBER,
     IMAGES_ZIP,
+    SPLIT_DIR_MEMBER,
     SPLIT_ZIP,
-    SPLITS,
-    WiderFormatError,
-    WiderRecord,
     check_archive,
-    eval_mat_bytes,
     eval_mat_members,
     image_member,
-    parse_gt_txt,
-    read_eval_ground_truth,
     stored_zip_writer,
     zip_bytes,
 )
 
-EVAL_GT_DIR = Path("eval_tools/ground_truth")
 SOURCES_JSON = "sources.json"
 GENERATED_SUBSETS_RULE = ("no evaluation .mat files: written from wider_face_val_bbx_gt.txt; every valid face "
                           "(invalid 0, w and h >= 1) counts in Easy, Medium and Hard (the official lists come from "
@@ -65,11 +61,11 @@ class LocalParams:
     path: str = "data/local"
 
 
-def every_valid_face(faces: np.ndarray) -> dict[str, np.ndarray]:
+def every_valid_face(gt_rows: np.ndarray) -> dict[str, np.ndarray]:
     """Subset membership when no official .mat files exist: every face with invalid 0 and w, h >= 1
     (int (N, 10) gt rows) counts in easy, medium and hard; 1-based indices."""
-    faces = np.asarray(faces).reshape(-1, 10)
-    keep = np.flatnonzero((faces[:, 7] == 0) & (faces[:, 2] >= 1) & (faces[:, 3] >= 1)) + 1
+    gt_rows = np.asarray(gt_rows).reshape(-1, 10)
+    keep = np.flatnonzero((gt_rows[:, 7] == 0) & (gt_rows[:, 2] >= 1) & (gt_rows[:, 3] >= 1)) + 1
     return {"easy": keep, "medium": keep, "hard": keep}
 
 
@@ -111,7 +107,7 @@ def locate(root: str | os.PathLike, splits: tuple[str, ...] = SPLITS, what: str 
     if missing:
         raise WiderFormatError(f"{what}: {root} holds neither the official WIDERFace archives nor the unpacked "
                                f"tree: missing {'; '.join(missing)}")
-    eval_zip, eval_dir = root / EVAL_TOOLS_ZIP, root / EVAL_GT_DIR
+    eval_zip, eval_dir = root / EVAL_TOOLS_ZIP, root / EVAL_GT_DIR_MEMBER
     eval_gt = eval_zip if eval_zip.is_file() else eval_dir if eval_dir.is_dir() else None
     return WiderTree(root, images, split_part, eval_gt)
 
@@ -143,8 +139,7 @@ def read_gt(tree: WiderTree, split: str) -> tuple[list[WiderRecord], str, bytes]
 
 def gt_line_numbers(text: str) -> dict[str, int]:
     """Image path -> its line number in a gt txt (for errors naming the line)."""
-    return {s: n for n, raw in enumerate(text.splitlines(), start=1)
-            if (s := raw.strip()).lower().endswith((".jpg", ".jpeg", ".png")) and "/" in s}
+    return {s: n for n, raw in enumerate(text.splitlines(), start=1) if is_image_path(s := raw.strip())}
 
 
 def image_files(tree: WiderTree, split: str, records: list[WiderRecord], gt_source: str, gt_text: str) -> dict[str, Path]:
@@ -224,11 +219,11 @@ def write_local_wider(root: str | os.PathLike, raw_dir: Path, progress: bool = T
         archives[SPLIT_ZIP] = tree.split
         files[SPLIT_ZIP] = archive_status(tree.split, SPLIT_ZIP)
     else:
-        members = {f"wider_face_split/{p.name}": p.read_bytes() for p in sorted(tree.split.iterdir())
+        members = {f"{SPLIT_DIR_MEMBER}/{p.name}": p.read_bytes() for p in sorted(tree.split.iterdir())
                    if p.is_file() and not p.name.startswith(".")}
         (raw_dir / SPLIT_ZIP).write_bytes(zip_bytes(members, compress=True))
         files["wider_face_split"] = {name: {"sha256": hashlib.sha256(data).hexdigest()} for name, data in members.items()}
-        report(f"wider_face_split/: {len(members)} files, stored as {SPLIT_ZIP}")
+        report(f"{SPLIT_DIR_MEMBER}/: {len(members)} files, stored as {SPLIT_ZIP}")
     if tree.eval_gt is not None:
         mats, files["eval_ground_truth"] = read_eval_mats(tree)
         official = all(v["official"] for v in files["eval_ground_truth"].values())

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from facedet.data.download import WiderfaceParams
+from facedet.data.wider_fetch import WiderfaceParams
 from facedet.data.synthetic import EmbeddedParams
 from facedet.data.extra_train import ExtraSource, check_extra_sources
 from facedet.data.local_wider import SOURCES_JSON, LocalParams

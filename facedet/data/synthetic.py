@@ -1,4 +1,4 @@
-"""The embedded default dataset: synthetic face-like scenes written as the four official
+"""The synthetic default dataset: generated face-like scenes written as the four official
 WIDERFace zips, so every later stage runs the same code on it as on real WIDERFace, offline.
 
 Each image is a scene (gradient / blotch / stripe / checker backgrounds, noise, distractor shapes,
@@ -17,7 +17,7 @@ kept whole when the face reaches past the image edge. Format quirks of the real 
 reproduced: zero-face images (count 0 plus the dummy line), invalid faces, a few degenerate
 annotation rows (w or h 0 or negative, drawn nowhere), some grayscale JPEGs.
 
-Eval subsets of the embedded val split (written to eval_tools.zip like the official .mat files):
+Eval subsets of the synthetic val split (written to eval_tools.zip like the official .mat files):
 - hard: all valid faces (invalid 0) with w >= 1 and h >= 1;
 - medium: hard faces with min(w, h) >= 20 px and occlusion < 2;
 - easy: medium faces with min(w, h) >= 40 px, occlusion 0 and blur < 2.
@@ -32,7 +32,6 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +39,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from facedet.params.loader import field_range
-from facedet.data.wider import (
+from facedet.data.wider_gt import WiderRecord, format_gt_txt
+from facedet.data.wider_mat import eval_images_of, eval_mat_bytes
+from facedet.data.wider_archive import (
     EVAL_GT_DIR_MEMBER,
     EVAL_TOOLS_ZIP,
     GT_TXT_MEMBER,
     IMAGES_ZIP,
     SPLIT_ZIP,
-    EvalImage,
-    WiderRecord,
-    eval_mat_bytes,
-    format_gt_txt,
     image_member,
     zip_bytes,
 )
@@ -90,12 +87,12 @@ HAIR_COLORS = np.array([
 ], np.float64)
 
 
-def subset_membership(faces: np.ndarray) -> dict[str, np.ndarray]:
+def subset_membership(gt_rows: np.ndarray) -> dict[str, np.ndarray]:
     """Easy/medium/hard membership of an image's faces (int (N, 10) gt rows): subset -> 1-based indices."""
-    faces = np.asarray(faces).reshape(-1, 10)
-    w, h = faces[:, 2], faces[:, 3]
+    gt_rows = np.asarray(gt_rows).reshape(-1, 10)
+    w, h = gt_rows[:, 2], gt_rows[:, 3]
     side = np.minimum(w, h)
-    blur, invalid, occlusion = faces[:, 4], faces[:, 7], faces[:, 8]
+    blur, invalid, occlusion = gt_rows[:, 4], gt_rows[:, 7], gt_rows[:, 8]
     hard = (invalid == 0) & (w >= 1) & (h >= 1)
     medium = hard & (side >= 20) & (occlusion < 2)
     easy = medium & (side >= 40) & (occlusion == 0) & (blur < 2)
@@ -432,14 +429,14 @@ def generate_split(params: EmbeddedParams, split: str) -> list[tuple[WiderRecord
     for index in range(n):
         rng = np.random.default_rng([params.seed, SPLIT_IDS[split], index])
         name = image_name(rng, SPLIT_IDS[split], index)
-        data, faces = render_image(rng, params.max_faces, lo, hi)
-        out.append((WiderRecord(image=name, faces=faces), data))
+        data, gt_rows = render_image(rng, params.max_faces, lo, hi)
+        out.append((WiderRecord(image=name, gt_rows=gt_rows), data))
     out.sort(key=lambda item: item[0].image)
     return out
 
 
-def write_embedded_dataset(params: EmbeddedParams, out_dir: str | os.PathLike, progress=None) -> dict[str, int]:
-    """Generate the embedded dataset into `out_dir` as WIDER_train.zip, WIDER_val.zip,
+def write_synthetic_dataset(params: EmbeddedParams, out_dir: str | os.PathLike, progress=None) -> dict[str, int]:
+    """Generate the synthetic dataset into `out_dir` as WIDER_train.zip, WIDER_val.zip,
     wider_face_split.zip and eval_tools.zip (official member paths). Returns counts per split.
 
     progress: optional callable(n) called after each split is drawn (e.g. tqdm.update).
@@ -459,21 +456,10 @@ def write_embedded_dataset(params: EmbeddedParams, out_dir: str | os.PathLike, p
         (out_dir / IMAGES_ZIP[split]).write_bytes(zip_bytes(members, compress=False))
         txt[GT_TXT_MEMBER[split]] = format_gt_txt(records).encode("utf-8")
         counts[f"{split}_images"] = len(records)
-        counts[f"{split}_faces"] = int(sum(len(r.faces) for r in records))
+        counts[f"{split}_faces"] = int(sum(len(r.gt_rows) for r in records))
         if split == "val":
-            mats = eval_mat_bytes(*eval_images_of(records))
+            mats = eval_mat_bytes(*eval_images_of(records, subset_membership))
             (out_dir / EVAL_TOOLS_ZIP).write_bytes(
                 zip_bytes({f"{EVAL_GT_DIR_MEMBER}/{k}": v for k, v in mats.items()}, compress=True))
     (out_dir / SPLIT_ZIP).write_bytes(zip_bytes(txt, compress=True))
     return counts
-
-
-def eval_images_of(records: list[WiderRecord],
-                   membership: Callable[[np.ndarray], dict[str, np.ndarray]] = subset_membership,
-                   ) -> tuple[list[EvalImage], list[np.ndarray]]:
-    """Eval ground truth of val records grouped by event (events sorted): images + (n, 6) attributes.
-    membership(faces) -> subset -> 1-based indices (default: the embedded set's rules)."""
-    ordered = sorted(records, key=lambda r: (r.event, r.image))
-    images = [EvalImage(event=r.event, stem=r.stem, boxes_xywh=r.faces[:, :4].astype(np.float64),
-                        keep=membership(r.faces)) for r in ordered]
-    return images, [r.faces[:, 4:] for r in ordered]

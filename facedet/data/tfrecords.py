@@ -24,6 +24,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from facedet.model.boxes import pixel_xywh_to_corners
 from facedet.pipeline.atomic import remove_stale_temps
 from facedet.pipeline.disk import translate_disk_full
 from facedet.pipeline.lifetime import die_with_parent
@@ -121,6 +122,12 @@ def _ints(values: Any) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
+def _stored_corners(boxes_xywh: np.ndarray, width: int, height: int) -> np.ndarray:
+    """float64 (N, 4) pixel x1, y1, w, h in a width x height image -> (N, 4) normalised
+    [ymin, xmin, ymax, xmax] clipped to [0, 1], as records store them."""
+    return np.clip(pixel_xywh_to_corners(boxes_xywh, height, width), 0.0, 1.0)
+
+
 def make_example(encoded_jpeg: bytes, image_path: str, width: int, height: int,
                  boxes_xywh: np.ndarray, original: OriginalImage | None = None) -> tf.train.Example:
     """A TF OD API tf.Example of one image.
@@ -132,11 +139,7 @@ def make_example(encoded_jpeg: bytes, image_path: str, width: int, height: int,
     and image/original/{sha256,width,height,format}).
     """
     boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
-    x1, y1 = boxes[:, 0], boxes[:, 1]
-    xmin = np.clip(x1 / width, 0.0, 1.0)
-    xmax = np.clip((x1 + boxes[:, 2]) / width, 0.0, 1.0)
-    ymin = np.clip(y1 / height, 0.0, 1.0)
-    ymax = np.clip((y1 + boxes[:, 3]) / height, 0.0, 1.0)
+    ymin, xmin, ymax, xmax = _stored_corners(boxes, width, height).T
     n = len(boxes)
     name = image_path.encode("utf-8")
     feature = {
@@ -324,9 +327,7 @@ def check_shards(paths: Sequence[str | os.PathLike], images: Sequence[Any], atol
                 raise fail(f"size {size[0]}x{size[1]}, table says {img.width}x{img.height}")
             got = np.stack([np.asarray(feats[f"image/object/bbox/{k}"].float_list.value, np.float64)
                             for k in ("ymin", "xmin", "ymax", "xmax")], axis=-1).reshape(-1, 4)
-            x, y, w, h = np.asarray(img.boxes_xywh, np.float64).reshape(-1, 4).T
-            want = np.clip(np.stack([y / img.height, x / img.width, (y + h) / img.height, (x + w) / img.width],
-                                    axis=-1), 0.0, 1.0)
+            want = _stored_corners(np.asarray(img.boxes_xywh, np.float64).reshape(-1, 4), img.width, img.height)
             if got.shape != want.shape or (len(got) and np.abs(got - want).max() > atol):
                 raise fail(f"boxes differ from the table ({len(got)} stored, {len(want)} expected)")
             labels = list(feats["image/object/class/label"].int64_list.value)

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from facedet.data.wider_gt import eval_key
+
 DEFAULT_MAX_DETECTIONS = (1, 100, 1000)
 AREA_RANGES = ("all", "small", "medium", "large")
 
@@ -24,11 +26,6 @@ class ImageWithBoxes(Protocol):
     width: int
     height: int
     boxes_xywh: np.ndarray
-
-
-def image_key(image_path: str) -> str:
-    """'event/name.jpg' -> 'event/name', the detections key."""
-    return image_path[:-4] if image_path.lower().endswith(".jpg") else image_path
 
 
 def coco_ground_truth(images: Sequence[ImageWithBoxes]) -> dict[str, Any]:
@@ -51,7 +48,7 @@ def coco_detections(images: Sequence[ImageWithBoxes], detections: Mapping[str, n
     Detections of images not in `images` (e.g. dropped by the filter) are left out.
     Raises ValueError for an array that is not (K, 5).
     """
-    ids = {image_key(img.image): i for i, img in enumerate(images, start=1)}
+    ids = {eval_key(img.image): i for i, img in enumerate(images, start=1)}
     results = []
     for key, dets in detections.items():
         if key not in ids:

@@ -26,7 +26,8 @@ from facedet.evaluate.coco_eval import coco_metrics
 from facedet.data.filtering import FilteredImage
 from facedet.params.loader import ParamsError, field_range
 from facedet.evaluate.submission import write_predictions
-from facedet.data.wider import EvalImage, WiderArchive
+from facedet.data.wider_mat import EvalImage
+from facedet.data.wider_archive import WiderArchive
 from facedet.evaluate.wider_eval import evaluate_matches, match_predictions, recall_by_face_size
 
 # A detector over a stream of RGB uint8 (H, W, 3) images -> one float32 (K, 5) pixel x, y, w, h, score each.
@@ -62,7 +63,7 @@ def decode_rgb(data: bytes) -> np.ndarray:
 def val_images(archive: WiderArchive, ground_truth: list[EvalImage]) -> Iterator[np.ndarray]:
     """The val images in ground-truth order, decoded from WIDER_val.zip."""
     for item in ground_truth:
-        yield decode_rgb(archive.read_image("val", f"{item.event}/{item.stem}.jpg"))
+        yield decode_rgb(archive.read_image("val", item.image))
 
 
 def evaluate_detector(detect_many: DetectMany, archive: WiderArchive, coco_images: list[FilteredImage],

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from facedet.data.wider import SUBSETS, EvalImage
+from facedet.data.wider_mat import SUBSETS, EvalImage
 
 IOU_THRESHOLD = 0.5
 THRESHOLD_COUNT = 1000
@@ -131,7 +131,7 @@ def match_predictions(ground_truth: Sequence[EvalImage], predictions: Mapping[st
                       iou_threshold: float = IOU_THRESHOLD) -> WiderMatches:
     """Match each prediction to the ground-truth face of highest IoU (official rule), all images at once.
 
-    ground_truth: the official val images (`facedet.data.wider.read_eval_ground_truth`), boxes pixel
+    ground_truth: the official val images (`facedet.data.wider_mat.read_eval_ground_truth`), boxes pixel
     x1, y1, w, h; predictions: 'event/stem' -> (K, 5) pixel x, y, w, h, score (a missing key means
     no detections; keys not in the ground truth are ignored and listed in `unknown_keys`).
     Raises ValueError for a malformed array, a non-finite value, or a keep index out of range.
@@ -306,7 +306,7 @@ def evaluate_wider(ground_truth: Sequence[EvalImage], predictions: Mapping[str, 
                    subsets: Iterable[str] = SUBSETS) -> WiderEvalResult:
     """Official WIDER Easy/Medium/Hard AP and PR curves.
 
-    ground_truth: `facedet.data.wider.read_eval_ground_truth(...)` (boxes pixel x1, y1, w, h);
+    ground_truth: `facedet.data.wider_mat.read_eval_ground_truth(...)` (boxes pixel x1, y1, w, h);
     predictions: 'event/stem' -> (K, 5) pixel x, y, w, h, score in original image pixels (any
     order; a missing key means no detections).
     """

@@ -3,7 +3,7 @@
 `assign_targets` matches ground-truth faces to anchors (argmax IoU, with every face forced onto
 its best anchor) and encodes them; it runs per image inside the tf.data pipeline.
 `detection_loss` is smooth L1 (Huber) localisation on positives + sigmoid classification with
-either hard-negative mining (the seed's 3 negatives per positive) or focal loss, both
+either hard-negative mining (the original recipe's 3 negatives per positive) or focal loss, both
 normalised by the number of positive anchors.
 
 Labels per anchor: 1 face, 0 background, -1 ignored (IoU between the two thresholds).

@@ -1,7 +1,7 @@
 """SSD face detector: Keras MobileNetV2 backbone, a light feature pyramid and shared SSD heads.
 
-Contract (see the brief): input float32 [B, S, S, 3], RGB pixel values 0..255 (normalised to
-[-1, 1] by a Rescaling layer inside the model); outputs a dict of
+Contract (what training, export and the runtime detectors rely on): input float32 [B, S, S, 3], RGB
+pixel values 0..255 (normalised to [-1, 1] by a Rescaling layer inside the model); outputs a dict of
 `box_encodings` float32 [B, A, 4] (Faster R-CNN `(ty, tx, th, tw)`, scales 10/10/5/5) and
 `class_logits` float32 [B, A, 1] (pre-sigmoid, class 'face'), anchors in `facedet.model.anchors` order.
 Only standard Keras layers are used, so `keras.models.load_model` needs no custom objects.

@@ -1,4 +1,4 @@
-"""The embedded dataset: a user runs fetch offline and gets the four official WIDER zips,
+"""The synthetic dataset: a user runs fetch offline and gets the four official WIDER zips,
 byte-identical for the same seed, with real-format quirks and consistent eval subsets."""
 
 from __future__ import annotations
@@ -12,34 +12,34 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facedet.data.synthetic import EmbeddedParams, subset_membership, write_embedded_dataset
-from facedet.data.wider import WiderArchive
+from facedet.data.synthetic import EmbeddedParams, subset_membership, write_synthetic_dataset
+from facedet.data.wider_archive import WiderArchive
 
 SMALL = EmbeddedParams(seed=5, train_images=150, val_images=50, min_side=64, max_side=160, max_faces=15)
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory):
+def synthetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("raw")
-    counts = write_embedded_dataset(SMALL, out)
+    counts = write_synthetic_dataset(SMALL, out)
     return out, counts
 
 
-def test_same_seed_gives_byte_identical_archives(embedded, tmp_path):
-    out, _ = embedded
+def test_same_seed_gives_byte_identical_archives(synthetic, tmp_path):
+    out, _ = synthetic
     tiny = replace(SMALL, train_images=6, val_images=4)
-    write_embedded_dataset(tiny, tmp_path / "a")
-    write_embedded_dataset(tiny, tmp_path / "b")
+    write_synthetic_dataset(tiny, tmp_path / "a")
+    write_synthetic_dataset(tiny, tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert names == ["WIDER_train.zip", "WIDER_val.zip", "eval_tools.zip", "wider_face_split.zip"]
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    write_embedded_dataset(replace(tiny, seed=6), tmp_path / "c")
+    write_synthetic_dataset(replace(tiny, seed=6), tmp_path / "c")
     assert (tmp_path / "c/WIDER_val.zip").read_bytes() != (tmp_path / "a/WIDER_val.zip").read_bytes()
 
 
-def test_archives_use_the_official_layout_with_fixed_zip_metadata(embedded):
-    out, counts = embedded
+def test_archives_use_the_official_layout_with_fixed_zip_metadata(synthetic):
+    out, counts = synthetic
     with zipfile.ZipFile(out / "WIDER_train.zip") as zf:
         infos = zf.infolist()
     names = [i.filename for i in infos]
@@ -55,14 +55,14 @@ def test_archives_use_the_official_layout_with_fixed_zip_metadata(embedded):
                                  "wider_face_split/wider_face_val_bbx_gt.txt"]
 
 
-def test_annotations_have_the_real_format_quirks(embedded):
-    out, _ = embedded
+def test_annotations_have_the_real_format_quirks(synthetic):
+    out, _ = synthetic
     archive = WiderArchive(out)
     text, _ = archive.gt_txt("train")
     records = archive.records("train") + archive.records("val")
-    faces = np.concatenate([r.faces for r in records])
+    faces = np.concatenate([r.gt_rows for r in records])
     assert "\n0\n0 0 0 0 0 0 0 0 0 0 \n" in text  # zero-face image with its dummy line
-    assert any(len(r.faces) == 0 for r in records) and max(len(r.faces) for r in records) >= 10
+    assert any(len(r.gt_rows) == 0 for r in records) and max(len(r.gt_rows) for r in records) >= 10
     assert faces[:, 7].sum() > 0  # invalid faces
     assert ((faces[:, 2] <= 0) | (faces[:, 3] <= 0)).any()  # degenerate boxes
     for column in (4, 5, 6, 8, 9):  # blur, expression, illumination, occlusion, pose all vary
@@ -75,7 +75,7 @@ def test_annotations_have_the_real_format_quirks(embedded):
             with Image.open(io.BytesIO(archive.read_image(split, rec.image))) as img:
                 width, height = img.size
             assert SMALL.min_side <= min(width, height) and max(width, height) <= SMALL.max_side
-            good = rec.faces[(rec.faces[:, 2] > 0) & (rec.faces[:, 3] > 0)]
+            good = rec.gt_rows[(rec.gt_rows[:, 2] > 0) & (rec.gt_rows[:, 3] > 0)]
             past_edge += int(((good[:, 0] < 0) | (good[:, 1] < 0) | (good[:, 0] + good[:, 2] > width)
                               | (good[:, 1] + good[:, 3] > height)).sum())
             sides.extend(np.minimum(good[:, 2], good[:, 3]).tolist())
@@ -84,15 +84,15 @@ def test_annotations_have_the_real_format_quirks(embedded):
     assert sides.min() >= 8 and (sides < 20).mean() > 0.2 and (sides >= 40).sum() > 0  # plenty of small faces
 
 
-def test_eval_subsets_follow_the_documented_rules(embedded):
-    out, _ = embedded
+def test_eval_subsets_follow_the_documented_rules(synthetic):
+    out, _ = synthetic
     archive = WiderArchive(out)
-    by_key = {f"{r.event}/{r.stem}": r for r in archive.records("val")}
+    by_key = {r.key: r for r in archive.records("val")}
     gt = archive.eval_ground_truth()
     assert sorted(g.key for g in gt) == sorted(by_key)
     totals = dict.fromkeys(("easy", "medium", "hard"), 0)
     for g in gt:
-        faces = by_key[g.key].faces
+        faces = by_key[g.key].gt_rows
         expected = subset_membership(faces)
         for subset in totals:
             assert g.keep[subset].tolist() == expected[subset].tolist()

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from facedet.data.filtering import FilterParams, filter_split, inspect_image, inspect_images, load_filtered, run_filter
+from facedet.params.sections import FilterParams
+from facedet.data.filtering import filter_split, inspect_image, inspect_images, load_filtered, run_filter
 from facedet.data.wider import WiderArchive, WiderRecord, format_gt_txt
 
 
@@ -142,10 +143,11 @@ def test_tables_are_deterministic(tmp_path):
 
 
 def _bad_raw(tmp_path, fault):
-    from facedet.data.synthetic import EmbeddedParams, write_embedded_dataset
+    from facedet.params.sections import SyntheticParams
+    from facedet.data.synthetic import write_embedded_dataset
 
     raw = tmp_path / "data/raw"
-    write_embedded_dataset(EmbeddedParams(seed=2, train_images=3, val_images=2, min_side=48, max_side=64), raw)
+    write_embedded_dataset(SyntheticParams(seed=2, train_images=3, val_images=2, min_side=48, max_side=64), raw)
     if fault == "dotdot member":
         with zipfile.ZipFile(raw / "WIDER_train.zip", "a") as zf:
             zf.writestr("WIDER_train/images/../../../evil.jpg", jpeg(8, 8))

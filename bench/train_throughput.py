@@ -121,8 +121,9 @@ def main(argv=None) -> None:
     from facedet.train.input import list_shards, make_dataset
     from facedet.model.losses import detection_loss
     from facedet.params.loader import load_section
-    from facedet.train.loop import TrainParams, build_train_state, fused_batch_norm, make_train_step
-    from stages.train import ModelParams
+    from facedet.params.sections import ModelParams, TrainParams
+    from facedet.train.fused_batch_norm import fused_batch_norm
+    from facedet.train.loop import build_train_state, make_train_step
 
     params = load_section("train", TrainParams)
     if args.batch_size:

@@ -31,9 +31,11 @@ import yaml
 from facedet import __version__
 from facedet.pipeline.atomic import write_text_atomic
 from facedet.pipeline.hashing import sha256_of
-from facedet.params.loader import read_params_file
+from facedet.params.loader import PARAMS_FILE, read_params_file
+from facedet.params.sections import SOURCE_ALIASES
+from facedet.pipeline.paths import CONFIGS_DIR, MODEL_DIR, RAW_DIR, TFRECORD_DIR
 
-DATA_OUTS = ("data/raw", "data/tfrecords")
+DATA_OUTS = (str(RAW_DIR), str(TFRECORD_DIR))  # as dvc.lock names them
 PIPELINE_PRODUCTS = ("dvc.lock", "reports/", "dvclive/")  # rewritten by `dvc repro`: not "dirty code"
 OUTPUTS_CONTRACT = {
     "detection_boxes": "float32 [1, N, 4] normalised [ymin, xmin, ymax, xmax] (metadata name 'location')",
@@ -48,7 +50,7 @@ INPUT_FORMATS = {
 }
 NORMALISATION = "normalisation to [-1, 1] happens inside the model (metadata: mean 127.5, std 127.5)"
 DATASET_SOURCES = {
-    "embedded": "synthetic dataset generated offline in the official WIDER FACE layout (facedet.data.synthetic)",
+    "synthetic": "synthetic dataset generated offline in the official WIDER FACE layout (facedet.data.synthetic)",
     "widerface": "WIDER FACE (shuoyang1213.me/WIDERFACE; licence CC BY-NC-ND 4.0 via the HuggingFace mirror)",
     "local": "a WIDER FACE-layout copy read from disk (data.local.path; sha256 of every file in data/raw/sources.json)",
 }
@@ -166,6 +168,7 @@ def build_model_card(*, params: Mapping[str, Any], detector_config: Mapping[str,
     """The card as a JSON-able dict (see the module docstring). tflite_files: {variant: path}, variants
     'int8', 'float' (trained input size) and 'int8_<size>', 'float_<size>' (other export sizes)."""
     source = (params.get("data") or {}).get("source", "unknown")
+    source = SOURCE_ALIASES.get(source, source)
     return {
         "model": {
             "name": "facedet face detector",
@@ -278,8 +281,8 @@ def write_model_card(card: Mapping[str, Any], md_path: str | os.PathLike, json_p
     write_text_atomic(md_path, render_markdown(card))
 
 
-def load_inputs(params_path: str | os.PathLike = "params.yaml", model_dir: str | os.PathLike = "models/detector",
-                configs_dir: str | os.PathLike = "configs") -> dict[str, Any]:
+def load_inputs(params_path: str | os.PathLike = PARAMS_FILE, model_dir: str | os.PathLike = MODEL_DIR,
+                configs_dir: str | os.PathLike = CONFIGS_DIR) -> dict[str, Any]:
     """params.yaml, detector.json and the preset YAML it came from (None if that file is gone)."""
     params = read_params_file(params_path)  # reads floats as DVC writes them ('1e-05')
     detector_config = read_json_if_present(Path(model_dir) / "detector.json")

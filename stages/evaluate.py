@@ -9,35 +9,43 @@ Writes reports/evaluate/: metrics.json (with the input size scored at), predicti
 
 from __future__ import annotations
 
-import argparse
 import json
+from pathlib import Path
 
-from facedet.evaluate.score import EvaluateParams, evaluate_detector
 from facedet.data.filtering import load_filtered
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.data.wider_archive import WiderArchive
+from facedet.evaluate.score import evaluate_detector
+from facedet.params.loader import exit_on_bad_params, load_section
+from facedet.params.sections import EvaluateParams
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.pipeline.paths import EVALUATE_DIR, INTERIM_DIR, MODEL_DIR, RAW_DIR
+from facedet.pipeline.stage_args import stage_parser
+
+PARSER = stage_parser("evaluate", __doc__, model_dir=MODEL_DIR, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR,
+                      evaluate_dir=EVALUATE_DIR)
 
 
-def evaluate(params: EvaluateParams) -> dict[str, float]:
+def evaluate(params: EvaluateParams, model_dir: Path, raw_dir: Path, interim_dir: Path,
+             evaluate_dir: Path) -> dict[str, float]:
     from facedet.runtime.keras_detector import KerasDetector
 
-    detector = KerasDetector("models/detector", input_size=params.input_size or None)
+    detector = KerasDetector(model_dir, input_size=params.input_size or None)
     return evaluate_detector(
         lambda images: detector.detect_many(images, score_threshold=params.score_threshold,
                                             nms_iou=params.nms_iou, max_detections=params.max_detections),
-        WiderArchive("data/raw"), load_filtered("data/interim", "val"), "reports/evaluate",
+        WiderArchive(raw_dir), load_filtered(interim_dir, "val"), evaluate_dir,
         images_to_draw=params.images_to_draw, desc=f"evaluate (keras at {detector.input_size})",
         extra_metrics={"input_size": detector.input_size})
 
 
-def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = PARSER.parse_args(argv)
     die_with_parent()
     with exit_on_bad_params("evaluate"):
-        params = load_section("evaluate", EvaluateParams)
+        params = load_section("evaluate", EvaluateParams, args.params)
     with exit_on_bad_params("evaluate", FileNotFoundError, ValueError):
-        print(json.dumps(evaluate(params), indent=2))
+        metrics = evaluate(params, args.model_dir, args.raw_dir, args.interim_dir, args.evaluate_dir)
+    print(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,32 +12,35 @@ Writes reports/evaluate_tflite/metrics.json: per file variant ("int8", "float" a
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.evaluate.score import EvaluateParams, evaluate_detector
 from facedet.data.filtering import load_filtered
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.data.wider_archive import WiderArchive
+from facedet.evaluate.score import evaluate_detector
+from facedet.params.loader import exit_on_bad_params, load_section
+from facedet.params.sections import EvaluateParams
+from facedet.pipeline.atomic import write_text_atomic
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.pipeline.paths import EVALUATE_TFLITE_DIR, EXPORT_DIR, INTERIM_DIR, RAW_DIR
+from facedet.pipeline.stage_args import stage_parser
 
-REPORTS = "reports/evaluate_tflite"
-EXPORT_DIR = "models/export"
+PARSER = stage_parser("evaluate_tflite", __doc__, export_dir=EXPORT_DIR, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR,
+                      evaluate_tflite_dir=EVALUATE_TFLITE_DIR)
 
 
-def evaluate_tflite(params: EvaluateParams) -> dict[str, dict[str, float]]:
+def evaluate_tflite(params: EvaluateParams, export_dir: Path, raw_dir: Path, interim_dir: Path,
+                    reports: Path) -> dict[str, dict[str, float]]:
     from facedet.runtime.tflite_detector import TFLiteDetector, read_export_manifest
 
-    entries = read_export_manifest(EXPORT_DIR)
-    archive, coco_images = WiderArchive("data/raw"), load_filtered("data/interim", "val")
+    entries = read_export_manifest(export_dir)
+    archive, coco_images = WiderArchive(raw_dir), load_filtered(interim_dir, "val")
     metrics: dict[str, dict] = {}
-    Path(f"{REPORTS}/sizes").mkdir(parents=True, exist_ok=True)  # a declared output, empty with one export size
+    (reports / "sizes").mkdir(parents=True, exist_ok=True)  # a declared output, empty with one export size
     for entry in entries:
         variant = entry["variant"]
-        detector = TFLiteDetector(f"{EXPORT_DIR}/{entry['file']}", resize=entry["resize"])
-        out_dir = f"{REPORTS}/{variant}" if variant in ("int8", "float") else f"{REPORTS}/sizes/{variant}"
+        detector = TFLiteDetector(export_dir / entry["file"], resize=entry["resize"])
+        out_dir = reports / variant if variant in ("int8", "float") else reports / "sizes" / variant
         metrics[variant] = evaluate_detector(
             lambda images: map(detector.detect, images), archive, coco_images, out_dir,
             images_to_draw=params.images_to_draw, desc=f"evaluate ({entry['file']})",
@@ -48,17 +51,18 @@ def evaluate_tflite(params: EvaluateParams) -> dict[str, dict[str, float]]:
             metrics["int8_minus_float" + variant[len("int8"):]] = {
                 key: round(value - float_metrics[key], 6) for key, value in metrics[variant].items()
                 if key.endswith("_ap")}
-    write_text_atomic(f"{REPORTS}/metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(reports / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
-def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = PARSER.parse_args(argv)
     die_with_parent()
     with exit_on_bad_params("evaluate_tflite"):
-        params = load_section("evaluate", EvaluateParams)
+        params = load_section("evaluate", EvaluateParams, args.params)
     with exit_on_bad_params("evaluate_tflite", FileNotFoundError, ValueError):
-        print(json.dumps(evaluate_tflite(params), indent=2))
+        metrics = evaluate_tflite(params, args.export_dir, args.raw_dir, args.interim_dir, args.evaluate_tflite_dir)
+    print(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":

@@ -12,38 +12,23 @@ evaluate_tflite stage read.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from facedet.params.loader import exit_on_bad_params, load_section
+from facedet.params.sections import ExportParams
 from facedet.pipeline.atomic import atomic_path
 from facedet.pipeline.disk import exit_on_disk_full, require_free_space
 from facedet.pipeline.lifetime import die_with_parent
-from facedet.params.loader import ParamsError, exit_on_bad_params, field_range, load_section
+from facedet.pipeline.paths import EXPORT_DIR, MODEL_DIR, TFRECORD_DIR
+from facedet.pipeline.stage_args import stage_parser
 
 LABELS = ["face"]  # 0-based class ids of the TFLite outputs
-
-
-@dataclass(frozen=True)
-class ExportParams:
-    """params.yaml `export`: calibration size and the post-process op's settings."""
-
-    representative_images: int = field_range(1, 10000, default=100)
-    max_detections: int = field_range(1, 10000, default=100)
-    score_threshold: float = field_range(0.0, 0.99, default=0.02)
-    nms_iou: float = field_range(0.01, 1.0, default=0.4)
-    use_regular_nms: bool = False
-    input_sizes: tuple[int, ...] = ()  # square input sizes (px, multiples of 32) besides the trained one
-
-    def __post_init__(self) -> None:
-        bad = [size for size in self.input_sizes if size < 32 or size % 32]
-        if bad:
-            raise ParamsError(f"params.yaml: 'export.input_sizes' must be multiples of 32 (>= 32), got {bad}")
+PARSER = stage_parser("export", __doc__, model_dir=MODEL_DIR, tfrecord_dir=TFRECORD_DIR, export_dir=EXPORT_DIR)
 
 
 RESIZE_TEXT = {"stretch": "plain resize, aspect not kept",
@@ -85,7 +70,7 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     trained_model = keras.models.load_model(model_dir / "model.keras", compile=False)
     shards = sorted(glob.glob(str(tfrecord_dir / "train.record-*-of-*")))
     if not shards:
-        raise SystemExit(f"export: no {tfrecord_dir}/train.record-* shards (run the shard stage)")
+        raise FileNotFoundError(f"no {tfrecord_dir}/train.record-* shards (run the shard stage)")
     manifest = []
     with atomic_path(out_dir, is_dir=True) as tmp:
         for size in sizes:
@@ -111,20 +96,14 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", type=Path, default=Path("models/detector"))
-    parser.add_argument("--tfrecords", type=Path, default=Path("data/tfrecords"))
-    parser.add_argument("--out", type=Path, default=Path("models/export"))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
+    args = PARSER.parse_args(argv)
     die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with exit_on_bad_params("export"):
         params = load_section("export", ExportParams, args.params)
     with exit_on_bad_params("export", FileNotFoundError, ValueError), \
-            exit_on_disk_full("export", args.out):
-        export(params, args.model_dir, args.tfrecords, args.out)
+            exit_on_disk_full("export", args.export_dir):
+        export(params, args.model_dir, args.tfrecord_dir, args.export_dir)
 
 
 if __name__ == "__main__":

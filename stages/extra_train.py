@@ -8,38 +8,43 @@ hashes each source's files and a change to one re-runs its stage and fetch.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 from facedet.data.annotations import AnnotationError
-from facedet.pipeline.atomic import atomic_path
-from facedet.data.sources import DataParams
-from facedet.pipeline.disk import exit_on_disk_full
-from facedet.data.extra_train import EXTRA_DIR, write_extra_index
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.params.loader import ParamsError, exit_on_bad_params, load_section
+from facedet.data.extra_train import write_extra_index
 from facedet.data.wider_gt import WiderFormatError
+from facedet.params.loader import ParamsError, exit_on_bad_params, load_section
+from facedet.params.sections import DataParams
+from facedet.pipeline.atomic import atomic_path
+from facedet.pipeline.disk import exit_on_disk_full
+from facedet.pipeline.lifetime import die_with_parent
+from facedet.pipeline.paths import EXTRA_DIR
+from facedet.pipeline.stage_args import stage_parser
+
+PARSER = stage_parser("extra_train", __doc__, extra_dir=EXTRA_DIR)
+PARSER.add_argument("name", help="the source's key under data.extra_train in params.yaml")
+
+
+def extra_train(name: str, params: DataParams, extra_dir: Path) -> None:
+    start = time.monotonic()
+    with atomic_path(extra_dir / f"{name}.zip") as tmp:
+        summary = write_extra_index(name, params.extra_train[name], tmp)
+    print(f"extra_train@{name}: {summary['images']} images, {summary['faces']} faces ({summary['ignored']} ignored "
+          f"regions), by name {summary['faces_by_name']} -> {extra_dir}/{name}.zip ({time.monotonic() - start:.1f} s)")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.extra_train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", help="the source's key under data.extra_train in params.yaml")
-    args = parser.parse_args(argv)
+    args = PARSER.parse_args(argv)
     die_with_parent()
     stage = f"extra_train@{args.name}"
     with exit_on_bad_params(stage):
-        params = load_section("data", DataParams)
+        params = load_section("data", DataParams, args.params)
         if args.name not in params.extra_train:
             raise ParamsError(f"params.yaml: no source 'data.extra_train.{args.name}' "
                               f"(sources: {', '.join(params.extra_train) or 'none'})")
-    start = time.monotonic()
-    with exit_on_bad_params(stage, AnnotationError, WiderFormatError), exit_on_disk_full(stage, EXTRA_DIR):
-        with atomic_path(Path(EXTRA_DIR) / f"{args.name}.zip") as tmp:
-            summary = write_extra_index(args.name, params.extra_train[args.name], tmp)
-    print(f"{stage}: {summary['images']} images, {summary['faces']} faces ({summary['ignored']} ignored regions), "
-          f"by name {summary['faces_by_name']} -> {EXTRA_DIR}/{args.name}.zip ({time.monotonic() - start:.1f} s)")
+    with exit_on_bad_params(stage, AnnotationError, WiderFormatError), exit_on_disk_full(stage, args.extra_dir):
+        extra_train(args.name, params, args.extra_dir)
 
 
 if __name__ == "__main__":

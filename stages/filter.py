@@ -4,33 +4,35 @@ faces in and kept per source under `train.by_source`) and reports/filter/face_si
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
+from facedet.data.filtering import EmptySplitError, run_filter
+from facedet.data.wider_archive import WiderArchive
+from facedet.data.wider_gt import WiderFormatError
+from facedet.params.loader import exit_on_bad_params, load_section
+from facedet.params.sections import FilterParams
 from facedet.pipeline.atomic import atomic_path, write_text_atomic
 from facedet.pipeline.disk import exit_on_disk_full
-from facedet.data.filtering import EmptySplitError, FilterParams, run_filter
 from facedet.pipeline.lifetime import die_with_parent
-from facedet.params.loader import exit_on_bad_params, load_section
-from facedet.data.wider_gt import WiderFormatError
-from facedet.data.wider_archive import WiderArchive
+from facedet.pipeline.paths import FACE_SIZES, FILTER_METRICS, INTERIM_DIR, RAW_DIR
+from facedet.pipeline.stage_args import stage_parser
 
-RAW_DIR = "data/raw"
-INTERIM_DIR = "data/interim"
-METRICS = "reports/filter.json"
-FACE_SIZES = "reports/filter/face_sizes.csv"
+PARSER = stage_parser("filter", __doc__, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR, filter_metrics=FILTER_METRICS,
+                      face_sizes=FACE_SIZES)
 
 
-def filter_data(params: FilterParams) -> None:
+def filter_data(params: FilterParams, raw_dir: Path, interim_dir: Path, filter_metrics: Path,
+                face_sizes: Path) -> None:
     start = time.monotonic()
-    archive = WiderArchive(RAW_DIR)
-    with tqdm(desc="filter: images checked", unit="img") as bar, atomic_path(INTERIM_DIR, is_dir=True) as tmp:
+    archive = WiderArchive(raw_dir)
+    with tqdm(desc="filter: images checked", unit="img") as bar, atomic_path(interim_dir, is_dir=True) as tmp:
         stats, sizes = run_filter(archive, params, tmp, progress=bar.update)
-    write_text_atomic(METRICS, json.dumps(stats, indent=2) + "\n")
-    write_text_atomic(FACE_SIZES, sizes.to_csv(index=False, lineterminator="\n"))
+    write_text_atomic(filter_metrics, json.dumps(stats, indent=2) + "\n")
+    write_text_atomic(face_sizes, sizes.to_csv(index=False, lineterminator="\n"))
     for split, s in stats.items():
         print(f"filter: {split}: kept {s['images_kept']}/{s['images_in']} images, "
               f"{s['faces_kept']}/{s['faces_in']} faces")
@@ -40,14 +42,13 @@ def filter_data(params: FilterParams) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m stages.filter", description=__doc__)
-    parser.parse_args(argv)
+    args = PARSER.parse_args(argv)
     die_with_parent()
     with exit_on_bad_params("filter"):
-        params = load_section("filter", FilterParams)
+        params = load_section("filter", FilterParams, args.params)
     with exit_on_bad_params("filter", WiderFormatError, FileNotFoundError, EmptySplitError), \
-            exit_on_disk_full("filter", INTERIM_DIR):
-        filter_data(params)
+            exit_on_disk_full("filter", args.interim_dir):
+        filter_data(params, args.raw_dir, args.interim_dir, args.filter_metrics, args.face_sizes)
 
 
 if __name__ == "__main__":

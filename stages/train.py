@@ -9,66 +9,58 @@ A killed run resumes from its last checkpoint when run again with the same param
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
-from facedet.model.anchors import load_preset
+from facedet.model.anchors import DetectorConfig, load_preset
+from facedet.params.loader import exit_on_bad_params, load_section, read_params_file
+from facedet.params.sections import ModelParams, TrainParams
 from facedet.pipeline.disk import exit_on_disk_full
 from facedet.pipeline.lifetime import die_with_parent
+from facedet.pipeline.paths import CHECKPOINT_DIR, CONFIGS_DIR, LIVE_DIR, MODEL_DIR, TFRECORD_DIR
+from facedet.pipeline.stage_args import stage_parser
 from facedet.train.determinism import pin_determinism
-from facedet.params.loader import exit_on_bad_params, load_section, read_params_file
 
-TFRECORDS = Path("data/tfrecords")
-MODEL_DIR = Path("models/detector")
-CHECKPOINT_DIR = Path("models/checkpoints")
-LIVE_DIR = Path("dvclive/train")
-TENSORBOARD_DIR = CHECKPOINT_DIR / "tensorboard"  # `tensorboard --logdir models/checkpoints/tensorboard`
+PARSER = stage_parser("train", __doc__, configs_dir=CONFIGS_DIR, tfrecord_dir=TFRECORD_DIR, model_dir=MODEL_DIR,
+                      checkpoint_dir=CHECKPOINT_DIR, live_dir=LIVE_DIR)
 
 
-@dataclass(frozen=True)
-class ModelParams:
-    """params.yaml `model`."""
-
-    preset: str = "ssd_mobilenet_v2_256"
-
-
-def pin_if_deterministic() -> None:
+def pin_if_deterministic(params_file: Path) -> None:
     """With `train.deterministic: true`, set TensorFlow up for bit-identical runs (facedet.train.determinism):
     before TensorFlow starts, since it picks oneDNN and its thread pools then."""
     with exit_on_bad_params("train"):
-        section = read_params_file().get("train")
+        section = read_params_file(params_file).get("train")
     if isinstance(section, dict) and section.get("deterministic") is True:
         pin_determinism()
 
 
-def train() -> None:
-    from facedet.train import loop as training
+def train(params: TrainParams, config: DetectorConfig, tfrecord_dir: Path, model_dir: Path, checkpoint_dir: Path,
+          live_dir: Path) -> None:
     from facedet.train.input import list_shards
+    from facedet.train.loop import train as train_detector
 
-    with exit_on_bad_params("train"):
-        model = load_section("model", ModelParams)
-        params = load_section("train", training.TrainParams)
-        config = load_preset(model.preset)
-    train_files = list_shards(TFRECORDS, "train")
+    train_files = list_shards(tfrecord_dir, "train")
     if not train_files:
-        raise SystemExit(f"train: error: no {TFRECORDS}/train.record-* shards (run the shard stage first)")
-    metrics = training.train(params, config, train_files, MODEL_DIR, CHECKPOINT_DIR, LIVE_DIR,
-                             val_files=list_shards(TFRECORDS, "val"), tensorboard_dir=TENSORBOARD_DIR)
-    print(f"wrote {MODEL_DIR}: loss {metrics.get('loss/total', float('nan')):.3f}, "
+        raise FileNotFoundError(f"no {tfrecord_dir}/train.record-* shards (run the shard stage first)")
+    # `tensorboard --logdir models/checkpoints/tensorboard`
+    metrics = train_detector(params, config, train_files, model_dir, checkpoint_dir, live_dir,
+                             val_files=list_shards(tfrecord_dir, "val"), tensorboard_dir=checkpoint_dir / "tensorboard")
+    print(f"wrote {model_dir}: loss {metrics.get('loss/total', float('nan')):.3f}, "
           f"val loss {metrics.get('val/loss/total', float('nan')):.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(prog="python -m stages.train", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    args = PARSER.parse_args(argv)
     die_with_parent()
-    pin_if_deterministic()
-    from facedet.model.ssd import BackboneWeightsError
+    pin_if_deterministic(args.params)
+    with exit_on_bad_params("train"):
+        model = load_section("model", ModelParams, args.params)
+        params = load_section("train", TrainParams, args.params)
+        config = load_preset(model.preset, args.configs_dir)
+    from facedet.model.ssd import BackboneWeightsError  # TF: not for --help or a params error
 
-    with exit_on_bad_params("train", BackboneWeightsError, FloatingPointError), \
-            exit_on_disk_full("train", MODEL_DIR.parent):
-        train()
+    with exit_on_bad_params("train", BackboneWeightsError, FloatingPointError, FileNotFoundError), \
+            exit_on_disk_full("train", args.model_dir.parent):
+        train(params, config, args.tfrecord_dir, args.model_dir, args.checkpoint_dir, args.live_dir)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ EVALUATION_STAGES = {"evaluate", "evaluate_tflite", "model_card"}  # the card re
 ALL_STAGES = {"fetch", "filter", "shard", "train", "evaluate", "export", "evaluate_tflite", "model_card"}
 
 SMALL = {
-    ("data", "embedded", "train_images"): 40,
-    ("data", "embedded", "val_images"): 12,
+    ("data", "synthetic", "train_images"): 40,
+    ("data", "synthetic", "val_images"): 12,
     ("train", "steps"): 12,
     ("train", "warmup_steps"): 2,
     ("train", "batch_size"): 4,

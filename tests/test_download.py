@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from facedet.data.download import DRIVE_URL, DownloadError, HashLock, Pin, download_file, mirror_urls
-from facedet.data.wider_fetch import MAT_FILES, OFFLINE_HINT, Mirror, WiderfaceParams, fetch_widerface
-from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
+from facedet.params.sections import MIRROR_FILES, Mirror, SyntheticParams, WiderfaceParams
+from facedet.data.synthetic import write_synthetic_dataset
 from facedet.params.loader import ParamsError, build
-from facedet.data.wider_archive import WiderArchive
+from facedet.data.wider_archive import EVAL_TOOLS_ZIP, WiderArchive
+from facedet.data.wider_fetch import ARCHIVES, MAT_FILES, OFFLINE_HINT, fetch_widerface, mirror_url
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = bytes(range(256)) * 400  # 100 kB stand-in for WIDER_val.zip
@@ -163,7 +164,7 @@ def test_wrong_bytes_are_rejected_and_never_renamed_into_place(server, tmp_path,
     with pytest.raises(DownloadError) as err:
         fetch([f"{server}/{kind}/WIDER_val.zip"], tmp_path)
     message = str(err.value)
-    assert problem in message and "WIDER_val.zip" in message and "data.source: embedded" in message
+    assert problem in message and "WIDER_val.zip" in message and "data.source: synthetic" in message
     assert "\n" not in message and len(FaultyMirror.requests) == 1  # not retried: the mirror is wrong, not flaky
     assert list((tmp_path / "downloads").iterdir()) == []  # neither the file nor a part
     assert fetch([f"{server}/{kind}/WIDER_val.zip", f"{server}/ok/WIDER_val.zip"], tmp_path).read_bytes() == ARCHIVE
@@ -171,7 +172,7 @@ def test_wrong_bytes_are_rejected_and_never_renamed_into_place(server, tmp_path,
 
 def test_google_drive_ids_and_the_virus_scan_confirm_page(server, tmp_path):
     drive = Mirror(name="drive", google_drive={"WIDER_val.zip": "abc123"})
-    assert drive.url_of("WIDER_val.zip") == DRIVE_URL.format(id="abc123") and drive.url_of("WIDER_train.zip") is None
+    assert mirror_url(drive, "WIDER_val.zip") == DRIVE_URL.format(id="abc123") and mirror_url(drive, "WIDER_train.zip") is None
     FaultyMirror.files["drive-id-1"] = ARCHIVE
     assert fetch([f"{server}/uc?export=download&id=drive-id-1"], tmp_path).read_bytes() == ARCHIVE
     confirmed = urllib.parse.urlsplit(FaultyMirror.requests[1][0])
@@ -195,13 +196,19 @@ def test_mirrors_are_base_urls_or_mappings_checked_like_any_param():
         {"name": "official", "urls": {"eval_tools.zip": "http://x/eval_tools.zip"}},
         {"name": "gt", "base_url": "https://gh/dl", "files": list(MAT_FILES)}]}, "data.widerface")
     local, official, gt = params.mirror_list()
-    assert local.url_of("WIDER_train.zip") == "file:///srv/wider/WIDER_train.zip"
-    assert official.url_of("eval_tools.zip") == "http://x/eval_tools.zip" and official.url_of("WIDER_val.zip") is None
-    assert gt.url_of("wider_hard_val.mat") == "https://gh/dl/wider_hard_val.mat" and gt.url_of("eval_tools.zip") is None
+    assert mirror_url(local, "WIDER_train.zip") == "file:///srv/wider/WIDER_train.zip"
+    assert mirror_url(official, "eval_tools.zip") == "http://x/eval_tools.zip"
+    assert mirror_url(official, "WIDER_val.zip") is None
+    assert mirror_url(gt, "wider_hard_val.mat") == "https://gh/dl/wider_hard_val.mat"
+    assert mirror_url(gt, "eval_tools.zip") is None
     with pytest.raises(ParamsError, match="unknown file 'WIDER_tran.zip'"):
         build(WiderfaceParams, {"mirrors": [{"name": "m", "urls": {"WIDER_tran.zip": "http://x"}}]}, "data.widerface")
     with pytest.raises(ParamsError, match="data.widerface.mirrors\\[0\\].bse_url"):
         build(WiderfaceParams, {"mirrors": [{"bse_url": "http://x"}]}, "data.widerface")
+
+
+def test_a_mirror_may_list_exactly_the_files_fetch_downloads():
+    assert sorted(MIRROR_FILES) == sorted([*ARCHIVES, EVAL_TOOLS_ZIP, *MAT_FILES])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +219,7 @@ def test_mirrors_are_base_urls_or_mappings_checked_like_any_param():
 def wider(tmp_path_factory):
     """Tiny official-layout archives, the four .mat files, and pins for them."""
     root = tmp_path_factory.mktemp("wider")
-    write_synthetic_dataset(EmbeddedParams(seed=1, train_images=3, val_images=2, min_side=48, max_side=64,
+    write_synthetic_dataset(SyntheticParams(seed=1, train_images=3, val_images=2, min_side=48, max_side=64,
                                           max_faces=2), root)
     files = {p.name: p.read_bytes() for p in root.glob("*.zip")}
     for name in ("WIDER_train.zip", "WIDER_val.zip"):  # as served: deflated, with directory entries
@@ -319,7 +326,7 @@ def test_an_archive_with_a_dotdot_member_is_refused_with_one_line(server, tmp_pa
 
 def test_offline_fetch_fails_with_one_clear_line(tmp_path):
     (tmp_path / "params.yaml").write_text(
-        "data:\n  source: widerface\n  embedded: {seed: 1}\n  widerface:\n"
+        "data:\n  source: widerface\n  synthetic: {seed: 1}\n  widerface:\n"
         "    mirrors: [http://127.0.0.1:9/a, {name: b, base_url: 'http://127.0.0.1:9/b'}]\n"
         "    retries: 1\n    timeout_s: 2\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -330,5 +337,5 @@ def test_offline_fetch_fails_with_one_clear_line(tmp_path):
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     line = lines[0]
     assert "WIDER_train.zip" in line and "127.0.0.1:9/a" in line and "127.0.0.1:9/b" in line
-    assert "refused" in line.lower() and "data.source: embedded" in line
+    assert "refused" in line.lower() and "data.source: synthetic" in line
     assert not (tmp_path / "data/raw").exists()

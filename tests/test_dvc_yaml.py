@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -15,7 +19,8 @@ def facedet_imports(path: Path) -> set[Path]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "facedet":
-            names = [f"{node.module}.{a.name}" for a in node.names] if node.module == "facedet" else [node.module]
+            # `from facedet.x import y`: module x, or module x.y of package x (whichever is a file)
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names if a.name.split(".")[0] == "facedet"]
         else:
@@ -72,7 +77,52 @@ def test_each_stage_reads_only_its_own_params_section():
     assert set(card) == set(params)
 
 
-def test_every_stage_has_help():
-    for name in stages():
-        source = (REPO / f"stages/{name}.py").read_text()
-        assert "argparse" in source and "__doc__" in source, name
+def stage_args(name: str) -> dict[str, object]:
+    """A stage's arguments as its `main()` parses them with no flags: {dest: default}."""
+    module = importlib.import_module(f"stages.{name}")
+    return vars(module.PARSER.parse_args(["NAME"] if name == "extra_train" else []))
+
+
+def test_every_stage_has_help_naming_its_purpose_and_flags():
+    """`python -m stages.<name> --help` prints the stage's docstring and every flag with its default."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    runs = {name: subprocess.Popen([sys.executable, "-m", f"stages.{name}", "--help"], cwd=REPO, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in stages()}
+    for name, run in runs.items():
+        out, err = run.communicate(timeout=300)
+        assert run.returncode == 0 and err == "", (name, err)
+        assert out.startswith(f"usage: python -m stages.{name} "), (name, out)
+        doc = importlib.import_module(f"stages.{name}").__doc__
+        assert doc.strip().splitlines()[0] in out, (name, out)
+        for dest, default in stage_args(name).items():
+            if dest == "name":  # extra_train's positional source name
+                assert "the source's key under data.extra_train" in out
+                continue
+            assert f"--{dest.replace('_', '-')}" in out and f"default: {default}" in out, (name, dest, out)
+
+
+def dvc_paths(stage: dict) -> set[str]:
+    """The data paths dvc.yaml lists for a stage (deps, outs, metrics, plots), code and params-set paths left out."""
+    listed = [*stage.get("deps", []), *stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]
+    paths = {next(iter(p)) if isinstance(p, dict) else p for p in listed}
+    return {p for p in paths if not p.startswith(("stages/", "facedet/", "${"))}
+
+
+def test_stage_path_flags_default_to_the_paths_dvc_yaml_lists():
+    """dvc.yaml spells out the paths of facedet.pipeline.paths: each path DVC tracks for a stage lies
+    under one of the stage's path flags' defaults, and each default is a path DVC tracks for it."""
+    from facedet.model_card import DATA_OUTS
+    from facedet.params.loader import PARAMS_FILE
+    from facedet.pipeline.paths import CHECKPOINT_DIR, DOWNLOAD_DIR, WIDERFACE_LOCK
+
+    untracked_ok = {CHECKPOINT_DIR, DOWNLOAD_DIR, WIDERFACE_LOCK}  # resume state and the download cache: not DVC's
+    for name, stage in stages().items():
+        defaults = {p for p in stage_args(name).values() if isinstance(p, Path) and p != PARAMS_FILE}
+        if name == "model_card":  # the card reads the data outputs' hashes from dvc.lock
+            defaults |= {Path(p) for p in DATA_OUTS}
+        tracked = dvc_paths(stage)
+        uncovered = [p for p in tracked if not any(Path(p) == d or d in Path(p).parents for d in defaults)]
+        assert uncovered == [], (name, "dvc.yaml paths no path flag of the stage defaults to")
+        untracked = [d for d in defaults - untracked_ok
+                     if not any(Path(p) == d or d in Path(p).parents for p in tracked)]
+        assert untracked == [], (name, "path flags whose default dvc.yaml does not list for the stage")

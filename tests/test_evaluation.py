@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
+from facedet.params.sections import FilterParams, SyntheticParams
+from facedet.data.synthetic import write_synthetic_dataset
 from facedet.evaluate.score import decode_rgb, evaluate_detector
-from facedet.data.filtering import FilterParams, load_filtered, run_filter
+from facedet.data.filtering import load_filtered, run_filter
 from facedet.evaluate.submission import read_predictions
 from facedet.data.wider_archive import WiderArchive
 
@@ -18,7 +19,7 @@ from facedet.data.wider_archive import WiderArchive
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("wider")
-    write_synthetic_dataset(EmbeddedParams(seed=3, train_images=2, val_images=8, max_side=200), root / "raw")
+    write_synthetic_dataset(SyntheticParams(seed=3, train_images=2, val_images=8, max_side=200), root / "raw")
     archive = WiderArchive(root / "raw")
     run_filter(archive, FilterParams(min_face_px=1), root / "interim", splits=("val",))
     return archive, load_filtered(root / "interim", "val"), root

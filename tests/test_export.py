@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facedet.export.tflite import (POSTPROCESS_OP, PostProcessConfig, export_tflite, representative_images,
-                            tflite_ops)
+from facedet.export.tflite import (POSTPROCESS_OP, export_tflite, implements_signature, representative_images,
+                                   tflite_ops)
+from facedet.params.sections import PostProcessConfig
 from facedet.runtime.tflite_detector import OUTPUT_NAMES, load_interpreter, resize_bilinear
 from standin_detector import SIZE, build_standin, face_image, standin_anchors
 
@@ -123,7 +124,7 @@ def test_int8_export_finds_the_same_faces_loosely(model, exported):
 
 
 def test_postprocess_attributes_follow_tf_od_api():
-    text = PostProcessConfig(max_detections=100, score_threshold=0.02, iou_threshold=0.4).implements_signature()
+    text = implements_signature(PostProcessConfig(max_detections=100, score_threshold=0.02, iou_threshold=0.4))
     assert text.startswith('name: "TFLite_Detection_PostProcess"')
     for attr in ('"max_detections" value { i: 100 }', '"max_classes_per_detection" value { i: 1 }',
                  '"use_regular_nms" value { b: false }', '"nms_score_threshold" value { f: 0.02 }',

@@ -17,10 +17,10 @@ import yaml
 from PIL import Image
 
 from facedet.data.annotations import AnnotationError
-from facedet.data.sources import DataParams
-from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
-from facedet.data.extra_train import ExtraSource, add_extra_train, write_extra_index
-from facedet.data.filtering import FilterParams, run_filter
+from facedet.params.sections import DataParams, ExtraSource, FilterParams, SyntheticParams
+from facedet.data.synthetic import write_synthetic_dataset
+from facedet.data.extra_train import add_extra_train, write_extra_index
+from facedet.data.filtering import run_filter
 from facedet.params.loader import ParamsError, build
 from facedet.data.wider_gt import WiderFormatError
 from facedet.data.wider_archive import WiderArchive
@@ -149,7 +149,7 @@ def test_the_same_source_gives_the_same_bytes(tmp_path):
 @pytest.fixture
 def raw(tmp_path) -> Path:
     raw = tmp_path / "raw"
-    write_synthetic_dataset(EmbeddedParams(seed=4, train_images=6, val_images=4, min_side=48, max_side=96), raw)
+    write_synthetic_dataset(SyntheticParams(seed=4, train_images=6, val_images=4, min_side=48, max_side=96), raw)
     return raw
 
 
@@ -177,7 +177,7 @@ def test_sources_join_the_train_split_and_the_filter_counts_faces_by_source(tmp_
 
 def test_a_wider_layout_tree_joins_as_one_event_holding_its_events(tmp_path, raw):
     other = tmp_path / "mine"
-    write_synthetic_dataset(EmbeddedParams(seed=9, train_images=3, val_images=1, min_side=48, max_side=64), other)
+    write_synthetic_dataset(SyntheticParams(seed=9, train_images=3, val_images=1, min_side=48, max_side=64), other)
     for name in ("WIDER_train.zip", "wider_face_split.zip"):
         with zipfile.ZipFile(other / name) as zf:
             zf.extractall(tmp_path / "tree")
@@ -331,7 +331,7 @@ def test_bad_extra_train_params_name_the_key(extra, message):
 
 def run_stage(cwd: Path, module: str, *args: str, extra_train: dict | None = None) -> subprocess.CompletedProcess:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["embedded"].update(train_images=6, val_images=4)
+    params["data"]["synthetic"].update(train_images=6, val_images=4)
     params["data"]["extra_train"] = extra_train or {}
     (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=str(REPO))

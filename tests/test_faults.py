@@ -25,19 +25,20 @@ import pytest
 import yaml
 from PIL import Image
 
-from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
+from facedet.params.sections import SyntheticParams
+from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.wider_archive import IMAGES_ZIP, image_member
 from pipeline_copy import SMALL, fresh_copy, run
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RAW = EmbeddedParams(seed=3, train_images=8, val_images=4, min_side=96, max_side=160, max_faces=3)
+TINY_RAW = SyntheticParams(seed=3, train_images=8, val_images=4, min_side=96, max_side=160, max_faces=3)
 
 
 # ---------------------------------------------------------------------------------------------
 # helpers: a project directory (params.yaml, configs/, data/) where stages run as `python -m stages.X`
 
 
-def project(tmp_path: Path, params: dict | None = None, raw: EmbeddedParams | None = TINY_RAW) -> Path:
+def project(tmp_path: Path, params: dict | None = None, raw: SyntheticParams | None = TINY_RAW) -> Path:
     """A directory with the repository's params.yaml (updated with `params`: {"filter": {...}}),
     configs/, a .gitignore and (unless raw is None) a synthetic data/raw."""
     shutil.copytree(REPO / "configs", tmp_path / "configs")
@@ -413,7 +414,7 @@ def test_shard_train_and_export_on_a_full_disk_name_the_path_and_the_space_neede
     (model_dir / "model.keras").write_bytes(b"\0" * 200_000)
     out = tmp_path / "disk" / "export"
     result = on_tiny_disk(tmp_path / "disk", 64,
-                          f"{sys.executable} -m stages.export --model-dir '{model_dir}' --out '{out}'", root)
+                          f"{sys.executable} -m stages.export --model-dir '{model_dir}' --export-dir '{out}'", root)
     one_line_error(result, f"export: error: {out}: the exported models needs 600.0 KB free")
 
 
@@ -520,16 +521,8 @@ def _float_keys(spec, prefix: str) -> list[str]:
 
 
 def test_nan_and_inf_are_rejected_for_every_float_param_with_the_key_named():
-    from facedet.data.sources import DataParams
-    from facedet.evaluate.score import EvaluateParams
-    from facedet.data.filtering import FilterParams
     from facedet.params.loader import ParamsError, build
-    from facedet.data.tfrecords import ShardParams
-    from facedet.train.loop import TrainParams
-    from stages.export import ExportParams
-
-    specs = {"data": DataParams, "filter": FilterParams, "shard": ShardParams, "train": TrainParams,
-             "evaluate": EvaluateParams, "export": ExportParams}
+    from facedet.params.sections import SECTIONS as specs
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     checked = 0
     for section, spec in specs.items():

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from facedet.data.filtering import FilterParams, filter_split, inspect_image, inspect_images, load_filtered, run_filter
-from facedet.data.wider_gt import WiderRecord, format_gt_txt
+from facedet.params.sections import FilterParams
+from facedet.data.filtering import filter_split, inspect_image, inspect_images, load_filtered, run_filter
 from facedet.data.wider_archive import WiderArchive
+from facedet.data.wider_gt import WiderRecord, format_gt_txt
 
 
 def jpeg(width: int, height: int, mode: str = "RGB", fmt: str = "JPEG", noise: bool = False) -> bytes:
@@ -143,10 +144,11 @@ def test_tables_are_deterministic(tmp_path):
 
 
 def _bad_raw(tmp_path, fault):
-    from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
+    from facedet.params.sections import SyntheticParams
+    from facedet.data.synthetic import write_synthetic_dataset
 
     raw = tmp_path / "data/raw"
-    write_synthetic_dataset(EmbeddedParams(seed=2, train_images=3, val_images=2, min_side=48, max_side=64), raw)
+    write_synthetic_dataset(SyntheticParams(seed=2, train_images=3, val_images=2, min_side=48, max_side=64), raw)
     if fault == "dotdot member":
         with zipfile.ZipFile(raw / "WIDER_train.zip", "a") as zf:
             zf.writestr("WIDER_train/images/../../../evil.jpg", jpeg(8, 8))

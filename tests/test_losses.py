@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from facedet.model.boxes import decode_boxes
-from facedet.model.losses import IGNORED, NEGATIVE, POSITIVE, LossConfig, assign_targets, detection_loss
+from facedet.model.losses import IGNORED, NEGATIVE, POSITIVE, assign_targets, detection_loss
+from facedet.params.sections import LossConfig
 
 # Four anchors in a row (normalised [ymin, xmin, ymax, xmax]).
 ANCHORS = np.array([[0.0, 0.0, 0.5, 0.25], [0.0, 0.25, 0.5, 0.5], [0.0, 0.5, 0.5, 0.75], [0.5, 0.0, 1.0, 1.0]],

@@ -68,7 +68,7 @@ def test_the_card_traces_the_model_to_its_data_params_and_code(project, tflite_f
     json.dumps(card)  # JSON-able as it is
     head = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert card["code"] == {"commit": head.strip(), "dirty": False, "dirty_paths": []}
-    assert card["data"]["source"] == "embedded"
+    assert card["data"]["source"] == "synthetic"  # params.yaml says `embedded`, the old name
     assert card["data"]["dvc"]["outs"] == {
         "data/raw": {"stage": "fetch", "md5": "aaa111.dir", "size": 1234, "nfiles": 4},
         "data/tfrecords": {"stage": "shard", "md5": "bbb222.dir", "size": 5678, "nfiles": 7}}

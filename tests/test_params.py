@@ -1,11 +1,27 @@
-"""A stage validates its params.yaml section before any work, failing with one line naming the key."""
+"""A stage validates its params.yaml section before any work, failing with one line naming the key; and
+params.yaml lists every knob the code has, with the code's default and a comment, so `dvc params diff`
+sees them all."""
 
+import ast
+import dataclasses
+import functools
+import inspect
+import os
+import subprocess
+import sys
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
+import yaml
 
-from facedet.params.loader import ParamsError, field_range, load_section
+from facedet.params.loader import ParamsError, build, field_range, load_section, read_params_file
+from facedet.params.sections import (SECTIONS, DataParams, ExportParams, PostProcessConfig, SyntheticParams,
+                                     TrainParams)
+
+PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 @dataclass(frozen=True)
@@ -66,9 +82,157 @@ def test_missing_section_and_broken_yaml_name_the_file(tmp_path):
 
 
 def test_repository_params_file_loads():
-    from pathlib import Path
+    params = read_params_file(PARAMS_YAML)
+    assert params["data"]["source"] == "synthetic"
+    for section, spec in SECTIONS.items():
+        load_section(section, spec, PARAMS_YAML)
 
-    from facedet.params.loader import read_params_file
 
-    params = read_params_file(Path(__file__).parents[1] / "params.yaml")
-    assert params["data"]["source"] == "embedded"
+# ---------------------------------------------------------------------------------------------
+# params.yaml lists every knob, with the code's default and a comment
+
+
+def knobs(spec: type, key: str) -> dict[str, dataclasses.Field]:
+    """Every leaf field under the dataclass `spec`, by dotted key (a mapping or list of user entries,
+    such as the mirrors or the extra training sources, is one knob)."""
+    found = {}
+    hints = typing.get_type_hints(spec)
+    for fld in dataclasses.fields(spec):
+        dotted = f"{key}.{fld.name}"
+        found |= knobs(hints[fld.name], dotted) if dataclasses.is_dataclass(hints[fld.name]) else {dotted: fld}
+    return found
+
+
+def yaml_knobs(node: yaml.Node, key: str, specs: dict[str, type]) -> dict[str, yaml.Node]:
+    """The leaf key nodes of params.yaml, by dotted key, descending where the schema has a sub-section."""
+    found = {}
+    for key_node, value_node in node.value:
+        dotted = f"{key}.{key_node.value}" if key else key_node.value
+        if dotted in specs and isinstance(value_node, yaml.MappingNode):
+            found |= yaml_knobs(value_node, dotted, specs)
+        else:
+            found[dotted] = key_node
+    return found
+
+
+def code_default(fld: dataclasses.Field):
+    if fld.default_factory is not dataclasses.MISSING:
+        return fld.default_factory()
+    return fld.default
+
+
+def sub_sections() -> dict[str, type]:
+    """Every (sub-)section key -> its dataclass: 'data', 'data.synthetic', 'train.loss', ..."""
+    found = dict(SECTIONS)
+    todo = list(SECTIONS.items())
+    while todo:
+        key, spec = todo.pop()
+        hints = typing.get_type_hints(spec)
+        for fld in dataclasses.fields(spec):
+            if dataclasses.is_dataclass(hints[fld.name]):
+                found[f"{key}.{fld.name}"] = hints[fld.name]
+                todo.append((f"{key}.{fld.name}", hints[fld.name]))
+    return found
+
+
+# the knobs without a code default (a recipe states them) and the mirror list (URLs: params.yaml's alone)
+NO_CODE_DEFAULT = {"train.steps", "train.batch_size", "train.learning_rate", "train.warmup_steps",
+                   "train.weight_decay", "data.widerface.mirrors"}
+
+
+def test_params_yaml_lists_every_knob_of_the_code_and_nothing_else():
+    code = {key: fld for section, spec in SECTIONS.items() for key, fld in knobs(spec, section).items()}
+    listed = yaml_knobs(yaml.compose(PARAMS_YAML.read_text(encoding="utf-8")), "", sub_sections())
+    assert sorted(set(code) - set(listed)) == [], "knobs params.yaml does not list (dvc params diff cannot see them)"
+    assert sorted(set(listed) - set(code)) == [], "keys in params.yaml that no params dataclass reads"
+
+
+def test_params_yaml_values_are_the_code_defaults():
+    """So a knob left out of an experiment's params.yaml behaves as the repository's params.yaml says."""
+    params = read_params_file(PARAMS_YAML)
+    for section, spec in SECTIONS.items():
+        for key, fld in knobs(spec, section).items():
+            value = functools.reduce(lambda node, part: node[part], key.split(".")[1:], params[section])
+            if key in NO_CODE_DEFAULT:
+                assert code_default(fld) in (dataclasses.MISSING, []), f"{key} has a code default now: list it"
+                continue
+            default = code_default(fld)
+            assert value == (list(default) if isinstance(default, tuple) else default), key
+            assert type(value) is type(default) or isinstance(default, (float, tuple)), f"{key}: {value!r}"
+
+
+def test_every_knob_in_params_yaml_has_a_comment():
+    lines = PARAMS_YAML.read_text(encoding="utf-8").splitlines()
+    listed = yaml_knobs(yaml.compose(PARAMS_YAML.read_text(encoding="utf-8")), "", sub_sections())
+    bare = [key for key, node in listed.items() if " #" not in lines[node.start_mark.line]]
+    assert bare == [], "knobs without a one-line comment in params.yaml"
+
+
+def test_signature_defaults_are_the_params_defaults():
+    from facedet.model.losses import assign_targets
+    from facedet.model.ssd import build_detector
+    from facedet.train.input import make_dataset
+
+    for function, name, default in [(assign_targets, "positive_iou", TrainParams.positive_iou),
+                                    (assign_targets, "negative_iou", TrainParams.negative_iou),
+                                    (make_dataset, "positive_iou", TrainParams.positive_iou),
+                                    (make_dataset, "negative_iou", TrainParams.negative_iou),
+                                    (build_detector, "download_timeout_s", TrainParams.download_timeout_s)]:
+        assert inspect.signature(function).parameters[name].default == default, (function.__name__, name)
+
+
+def test_the_params_module_imports_nothing_above_params():
+    """`--help` and a params error stay fast: reading params.yaml starts no TensorFlow."""
+    probe = ("import sys, facedet.params.sections; "
+             "print(sorted(m for m in sys.modules if m.startswith('facedet.') or m in ('tensorflow', 'keras')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                            cwd=PARAMS_YAML.parent).stdout
+    assert ast.literal_eval(loaded) == ["facedet.params", "facedet.params.loader", "facedet.params.sections"]
+
+
+# ---------------------------------------------------------------------------------------------
+# renamed knobs: `data.source: embedded` and `data.embedded` are the old names of `synthetic`
+
+
+def test_the_old_synthetic_names_still_read_as_the_new_ones():
+    old = build(DataParams, {"source": "embedded", "embedded": {"seed": 3, "train_images": 5}}, "data")
+    new = build(DataParams, {"source": "synthetic", "synthetic": {"seed": 3, "train_images": 5}}, "data")
+    assert old == new and old.source == "synthetic" and old.synthetic == SyntheticParams(seed=3, train_images=5)
+    assert old.recorded_source == "embedded"  # what data/raw records: the same bytes as before the rename
+    with pytest.raises(ParamsError, match="'data.embedded' is the old name of 'data.synthetic': give only one"):
+        build(DataParams, {"embedded": {"seed": 3}, "synthetic": {"seed": 3}}, "data")
+    with pytest.raises(ParamsError, match=r"'data.source' must be one of \['synthetic', 'widerface', 'local'\]"):
+        build(DataParams, {"source": "embeded"}, "data")
+
+
+def fetch(root: Path, data: dict) -> dict[str, bytes]:
+    """Run the fetch stage in `root` with params `data`; every file of data/raw, by path."""
+    root.mkdir()
+    (root / "params.yaml").write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(PARAMS_YAML.parent))
+    subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=root, env=env, check=True, capture_output=True)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "data/raw").rglob("*")) if p.is_file()}
+
+
+def test_an_experiment_with_the_old_names_fetches_the_same_bytes(tmp_path):
+    small = {"seed": 5, "train_images": 3, "val_images": 2, "min_side": 48, "max_side": 64, "max_faces": 3}
+    old = fetch(tmp_path / "old", {"source": "embedded", "embedded": small})
+    new = fetch(tmp_path / "new", {"source": "synthetic", "synthetic": small})
+    assert sorted(old) == ["data/raw/WIDER_train.zip", "data/raw/WIDER_val.zip", "data/raw/eval_tools.zip",
+                           "data/raw/wider_face_split.zip"]
+    assert old == new
+
+
+# ---------------------------------------------------------------------------------------------
+# ranges hold however a params object is made
+
+
+def test_post_process_config_checks_the_export_ranges_when_made_in_code():
+    assert PostProcessConfig() == PostProcessConfig(ExportParams.max_detections, ExportParams.score_threshold,
+                                                    ExportParams.nms_iou, ExportParams.use_regular_nms)
+    for bad, message in [({"max_detections": 0}, "'post-process.max_detections' must be >= 1, got 0"),
+                         ({"iou_threshold": 1.5}, "'post-process.iou_threshold' must be <= 1.0, got 1.5"),
+                         ({"score_threshold": -0.1}, "'post-process.score_threshold' must be >= 0.0, got -0.1")]:
+        with pytest.raises(ParamsError) as err:
+            PostProcessConfig(**bad)
+        assert str(err.value) == message

@@ -10,7 +10,8 @@ import tensorflow as tf
 from PIL import Image
 
 from facedet.model.anchors import anchor_boxes
-from facedet.train.input import AugmentConfig, make_dataset
+from facedet.params.sections import AugmentConfig
+from facedet.train.input import make_dataset
 from facedet.train.scale_crop import scale_crop
 from test_input import TINY, write_face_records
 

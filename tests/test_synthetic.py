@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facedet.data.synthetic import EmbeddedParams, subset_membership, write_synthetic_dataset
+from facedet.params.sections import SyntheticParams
+from facedet.data.synthetic import subset_membership, write_synthetic_dataset
 from facedet.data.wider_archive import WiderArchive
 
-SMALL = EmbeddedParams(seed=5, train_images=150, val_images=50, min_side=64, max_side=160, max_faces=15)
+SMALL = SyntheticParams(seed=5, train_images=150, val_images=50, min_side=64, max_side=160, max_faces=15)
 
 
 @pytest.fixture(scope="module")

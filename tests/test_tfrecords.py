@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from facedet.data.synthetic import EmbeddedParams, write_synthetic_dataset
-from facedet.data.filtering import FilterParams, load_filtered, run_filter
+from facedet.params.sections import FilterParams, ShardParams, SyntheticParams
+from facedet.data.synthetic import write_synthetic_dataset
+from facedet.data.filtering import load_filtered, run_filter
 from facedet.data.tfrecords import (
     ExampleEncoder,
     ShardCheckError,
-    ShardParams,
     check_shards,
     image_for_shard,
     label_map_text,
@@ -76,7 +76,7 @@ def test_a_failing_writer_leaves_no_shards(tmp_path):
 @pytest.fixture(scope="module")
 def filtered(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    params = EmbeddedParams(seed=3, train_images=4, val_images=14, min_side=64, max_side=128, max_faces=8)
+    params = SyntheticParams(seed=3, train_images=4, val_images=14, min_side=64, max_side=128, max_faces=8)
     write_synthetic_dataset(params, root / "raw")
     archive = WiderArchive(root / "raw")
     run_filter(archive, FilterParams(), root / "interim", splits=("val",))
@@ -171,7 +171,7 @@ def test_downscaled_examples_say_so_and_keep_their_boxes(filtered, tmp_path):
 
 def _stage_repo(tmp_path, monkeypatch):
     """A working directory as the shard stage sees it: params.yaml, data/raw, data/interim."""
-    write_synthetic_dataset(EmbeddedParams(seed=4, train_images=6, val_images=4, min_side=48, max_side=80,
+    write_synthetic_dataset(SyntheticParams(seed=4, train_images=6, val_images=4, min_side=48, max_side=80,
                                           max_faces=3), tmp_path / "data/raw")
     run_filter(WiderArchive(tmp_path / "data/raw"), FilterParams(), tmp_path / "data/interim")
     (tmp_path / "params.yaml").write_text("shard: {train_shards: 2, val_shards: 1, workers: 2}\n")

@@ -19,8 +19,11 @@ import numpy as np
 import pytest
 
 from facedet.runtime.keras_detector import KerasDetector
-from facedet.train.loop import (FusedBatchNormalization, TrainParams, fused_batch_norm, learning_rate_at,
-                              restore_live_files, train)
+from facedet.params.sections import TrainParams
+from facedet.train.curves import restore_live_files
+from facedet.train.fused_batch_norm import FusedBatchNormalization, fused_batch_norm
+from facedet.train.loop import train
+from facedet.train.schedule import learning_rate_at
 from test_input import TINY, write_face_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,7 +93,7 @@ def test_a_restart_resumes_from_the_last_checkpoint_and_continues_the_curves(tra
 
 def test_the_same_weights_save_to_the_same_bytes(tmp_path):
     from facedet.model.ssd import build_detector
-    from facedet.train.loop import save_detector
+    from facedet.train.save import save_detector
 
     model = build_detector(TINY)
     save_detector(model, TINY, tmp_path / "first")
@@ -132,7 +135,8 @@ if len(sys.argv) > 3:  # split the CPU into logical devices before TF starts
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(sys.argv[3]))
 from test_input import TINY
-from facedet.train.loop import TrainParams, train
+from facedet.params.sections import TrainParams
+from facedet.train.loop import train
 metrics = train(TrainParams(**json.loads(sys.argv[1])), TINY, sorted(map(str, root.glob("train.record-*"))),
                 root / "detector", root / "checkpoints", root / "dvclive", progress=False)
 print("metrics", json.dumps(metrics))

@@ -16,21 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from facedet.data.annotations import AnnotationError, check_image_name, check_size, image_size, wider_row
 from facedet.data.coco_json import read_coco
 from facedet.data.local_wider import gt_line_numbers, locate, read_gt
-from facedet.params.loader import ParamsError
+from facedet.params.sections import ExtraSource
 from facedet.pipeline.hashing import sha256_of
+from facedet.pipeline.paths import EXTRA_DIR
 from facedet.data.voc import read_voc, to_zero_based
 from facedet.data.wider_gt import WiderRecord, format_gt_txt
 from facedet.data.wider_archive import (
@@ -43,52 +43,6 @@ from facedet.data.wider_archive import (
     stored_zip_writer,
     zip_bytes,
 )
-
-EXTRA_DIR = "data/extra"
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-@dataclass(frozen=True)
-class ExtraSource:
-    """params.yaml `data.extra_train.<name>`: one extra source of training faces.
-
-    format: voc (path/Annotations/*.xml + path/JPEGImages/), coco (path/<annotations> instances JSON,
-    images under path/<images>), wider (path/WIDER_train/images/ + path/wider_face_split/
-    wider_face_train_bbx_gt.txt, or their zips). names: the VOC object names / COCO category names that
-    are faces (default: all). pixel_origin (voc): auto, 1 (devkit) or 0 (see facedet.data.voc).
-    """
-
-    format: Literal["voc", "coco", "wider"]
-    path: str
-    annotations: str = ""
-    images: str = ""
-    names: list[str] = field(default_factory=list)
-    pixel_origin: Literal["auto", 1, 0] = "auto"
-
-    def check(self, key: str) -> None:
-        """ParamsError (one line naming `key`) for keys that do not fit the format."""
-        if self.format == "coco" and not self.annotations:
-            raise ParamsError(f"params.yaml: '{key}.annotations' is needed for format coco (the instances JSON, "
-                              "relative to path)")
-        for sub in ("annotations", "images"):
-            value = getattr(self, sub)
-            if value.startswith("/") or ".." in Path(value).parts:
-                raise ParamsError(f"params.yaml: '{key}.{sub}' must lie inside path (DVC watches path), got {value!r}")
-        if self.format != "coco" and (self.annotations or self.images):
-            raise ParamsError(f"params.yaml: '{key}': annotations and images are for format coco only")
-        if self.format != "voc" and self.pixel_origin != "auto":
-            raise ParamsError(f"params.yaml: '{key}.pixel_origin' is for format voc only")
-        if self.format == "wider" and self.names:
-            raise ParamsError(f"params.yaml: '{key}.names' is for voc and coco (every WIDER box is a face)")
-
-
-def check_extra_sources(sources: dict[str, ExtraSource]) -> None:
-    """ParamsError for a source name that cannot be an event/file name, or keys that do not fit."""
-    for name, source in sources.items():
-        if not NAME_PATTERN.fullmatch(name):
-            raise ParamsError(f"params.yaml: 'data.extra_train.{name}': a source name is letters, digits, '_', "
-                              "'.' and '-' (it names the event folder and data/extra/<name>.zip)")
-        source.check(f"data.extra_train.{name}")
 
 
 @dataclass

@@ -29,7 +29,7 @@ from PIL import Image
 
 from facedet.data.image_check import decode_problem
 from facedet.pipeline.lifetime import die_with_parent
-from facedet.params.loader import field_range
+from facedet.params.sections import FilterParams
 from facedet.data.wider_gt import FACE_COLUMNS, WiderRecord
 from facedet.data.wider_archive import WiderArchive
 
@@ -42,21 +42,6 @@ IMAGE_REASONS = ("missing", "unreadable", "truncated", "corrupt", "unsupported_m
 BROKEN_REASONS = ("missing", "unreadable", "truncated", "corrupt", "unsupported_mode")  # named in the stats
 REENCODE_REASONS = ("cmyk", "not_jpeg")
 IMAGE_COLUMNS = ("image", "width", "height", "mode", "format", "faces")
-
-
-@dataclass(frozen=True)
-class FilterParams:
-    """params.yaml `filter`."""
-
-    drop_invalid: bool = True
-    min_face_px: float = field_range(0, 10_000, default=6)
-    max_blur: int = field_range(0, 2, default=2)
-    max_occlusion: int = field_range(0, 2, default=2)
-    drop_atypical_pose: bool = False
-    clip_to_image: bool = True
-    min_image_px: int = field_range(1, 100_000, default=32)
-    keep_empty_images: bool = True
-    workers: int = field_range(1, 64, default=2)
 
 
 @dataclass

@@ -54,13 +54,6 @@ GENERATED_SUBSETS_RULE = ("no evaluation .mat files: written from wider_face_val
                           "EdgeBox detection rates, which the attributes do not carry)")
 
 
-@dataclass(frozen=True)
-class LocalParams:
-    """params.yaml `data.local` (source: local): the directory holding the WIDERFace copy."""
-
-    path: str = "data/local"
-
-
 def every_valid_face(gt_rows: np.ndarray) -> dict[str, np.ndarray]:
     """Subset membership when no official .mat files exist: every face with invalid 0 and w, h >= 1
     (int (N, 10) gt rows) counts in easy, medium and hard; 1-based indices."""

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from facedet.params.loader import field_range
+from facedet.params.sections import SyntheticParams
 from facedet.data.wider_gt import WiderRecord, format_gt_txt
 from facedet.data.wider_mat import eval_images_of, eval_mat_bytes
 from facedet.data.wider_archive import (
@@ -50,18 +50,6 @@ from facedet.data.wider_archive import (
     image_member,
     zip_bytes,
 )
-
-
-@dataclass(frozen=True)
-class EmbeddedParams:
-    """params.yaml `data.embedded`."""
-
-    seed: int = 2026
-    train_images: int = field_range(1, 200_000, default=480)
-    val_images: int = field_range(1, 200_000, default=160)
-    min_side: int = field_range(32, 4096, default=160)
-    max_side: int = field_range(32, 4096, default=400)
-    max_faces: int = field_range(0, 500, default=15)
 
 
 # (event folder, file-name words) like the real WIDER events
@@ -421,7 +409,7 @@ def image_name(rng: np.random.Generator, split_id: int, index: int) -> str:
     return f"{event}/{number}_{word}_{int(rng.integers(1, 4))}_{index * 2 + split_id + 10}.jpg"
 
 
-def generate_split(params: EmbeddedParams, split: str) -> list[tuple[WiderRecord, bytes]]:
+def generate_split(params: SyntheticParams, split: str) -> list[tuple[WiderRecord, bytes]]:
     """All (record, JPEG bytes) of one split, sorted by image path."""
     n = params.train_images if split == "train" else params.val_images
     lo, hi = sorted((params.min_side, params.max_side))
@@ -435,14 +423,14 @@ def generate_split(params: EmbeddedParams, split: str) -> list[tuple[WiderRecord
     return out
 
 
-def write_synthetic_dataset(params: EmbeddedParams, out_dir: str | os.PathLike, progress=None) -> dict[str, int]:
+def write_synthetic_dataset(params: SyntheticParams, out_dir: str | os.PathLike, progress=None) -> dict[str, int]:
     """Generate the synthetic dataset into `out_dir` as WIDER_train.zip, WIDER_val.zip,
     wider_face_split.zip and eval_tools.zip (official member paths). Returns counts per split.
 
     progress: optional callable(n) called after each split is drawn (e.g. tqdm.update).
     """
     if params.min_side > params.max_side:
-        raise ValueError(f"data.embedded.min_side ({params.min_side}) > max_side ({params.max_side})")
+        raise ValueError(f"data.synthetic.min_side ({params.min_side}) > max_side ({params.max_side})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     txt: dict[str, bytes] = {}

@@ -17,9 +17,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -28,7 +27,7 @@ from facedet.model.boxes import pixel_xywh_to_corners
 from facedet.pipeline.atomic import remove_stale_temps
 from facedet.pipeline.disk import translate_disk_full
 from facedet.pipeline.lifetime import die_with_parent
-from facedet.params.loader import field_range
+from facedet.params.sections import ShardParams
 
 FACE_LABEL = 1
 FACE_TEXT = b"face"
@@ -75,19 +74,6 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
 
 PASS_THROUGH_MODES = ("RGB", "L")
 TRANSPARENT_BACKGROUND = (128, 128, 128, 255)  # what transparent pixels become when re-encoded
-
-
-@dataclass(frozen=True)
-class ShardParams:
-    """params.yaml `shard`."""
-
-    train_shards: int = field_range(1, 10_000, default=4)
-    val_shards: int = field_range(1, 10_000, default=2)
-    workers: int = field_range(1, 64, default=2)
-    assignment: Literal["round_robin", "contiguous"] = "round_robin"
-    reencode: bool = False
-    max_image_side: int = field_range(0, 100_000, default=0)
-    jpeg_quality: int = field_range(1, 100, default=95)
 
 
 class ShardCheckError(ValueError):

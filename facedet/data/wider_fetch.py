@@ -20,12 +20,11 @@ import os
 import shutil
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from facedet.pipeline.atomic import atomic_path
 from facedet.pipeline.disk import require_free_space
-from facedet.params.loader import ParamsError, field_range
+from facedet.params.sections import Mirror, WiderfaceParams
 from facedet.data.download import DRIVE_URL, DownloadError, Downloaded, Downloader, HashLock, Pin
 from facedet.data.wider_gt import WiderFormatError
 from facedet.data.wider_mat import EVAL_MAT_FILES
@@ -53,68 +52,21 @@ PUBLISHED: dict[str, Pin] = {
 }
 ARCHIVES = (IMAGES_ZIP["train"], IMAGES_ZIP["val"], SPLIT_ZIP)
 MAT_FILES = tuple(EVAL_MAT_FILES.values())
-KNOWN_FILES = (*ARCHIVES, EVAL_TOOLS_ZIP, *MAT_FILES)
-OFFLINE_HINT = "offline? set `data.source: embedded` in params.yaml (generated locally, no network needed)"
+OFFLINE_HINT = "offline? set `data.source: synthetic` in params.yaml (generated locally, no network needed)"
 LOCK_COMMENT = ("sha256 of WIDERFace downloads with no published checksum, recorded by the fetch stage on the "
                 "first good download; later downloads must match. Commit this file; delete an entry to re-pin.")
 
 
-@dataclass(frozen=True)
-class Mirror:
-    """One entry of `data.widerface.mirrors` (a plain string there is a `base_url`).
-
-    base_url: serves '<base_url>/<file>' for each of `files` (default: the three WIDER archives
-    and eval_tools.zip); urls: file -> full URL; google_drive: file -> Google Drive file id.
-    File names: WIDER_train.zip, WIDER_val.zip, wider_face_split.zip, eval_tools.zip, or the four
-    ground-truth .mat files (wider_face_val.mat, wider_{easy,medium,hard}_val.mat).
-    """
-
-    name: str = ""
-    base_url: str = ""
-    files: list[str] = field(default_factory=list)
-    urls: dict[str, str] = field(default_factory=dict)
-    google_drive: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        label = f"mirror '{self.name or self.base_url}'"
-        for key, mapping in (("urls", self.urls), ("google_drive", self.google_drive)):
-            if not isinstance(mapping, dict) or not all(isinstance(v, str) and v for v in mapping.values()):
-                raise ParamsError(f"params.yaml: data.widerface {label}: '{key}' must map file names to strings")
-        for name in [*self.files, *self.urls, *self.google_drive]:
-            if name not in KNOWN_FILES:
-                raise ParamsError(f"params.yaml: data.widerface {label}: unknown file {name!r} "
-                                  f"(one of {', '.join(KNOWN_FILES)})")
-        if self.files and not self.base_url:
-            raise ParamsError(f"params.yaml: data.widerface {label}: 'files' needs a 'base_url'")
-        if not (self.base_url or self.urls or self.google_drive):
-            raise ParamsError(f"params.yaml: data.widerface {label}: give base_url, urls or google_drive")
-
-    @property
-    def label(self) -> str:
-        return self.name or self.base_url
-
-    def url_of(self, file: str) -> str | None:
-        """Where this mirror serves `file`, or None if it does not list it."""
-        if file in self.urls:
-            return self.urls[file]
-        if file in self.google_drive:
-            return DRIVE_URL.format(id=self.google_drive[file])
-        if self.base_url and file in (self.files or (*ARCHIVES, EVAL_TOOLS_ZIP)):
-            return f"{self.base_url.rstrip('/')}/{file}"
-        return None
-
-
-@dataclass(frozen=True)
-class WiderfaceParams:
-    """params.yaml `data.widerface`."""
-
-    mirrors: list[Mirror | str] = field(default_factory=list)
-    retries: int = field_range(1, 20, default=3)
-    timeout_s: float = field_range(1, 3600, default=60)
-    backoff_s: float = field_range(0, 600, default=2)
-
-    def mirror_list(self) -> list[Mirror]:
-        return [Mirror(base_url=m) if isinstance(m, str) else m for m in self.mirrors]
+def mirror_url(mirror: Mirror, file: str) -> str | None:
+    """Where `mirror` serves `file`, or None if it does not list it (a `base_url` mirror without
+    `files` serves the three WIDER archives and eval_tools.zip)."""
+    if file in mirror.urls:
+        return mirror.urls[file]
+    if file in mirror.google_drive:
+        return DRIVE_URL.format(id=mirror.google_drive[file])
+    if mirror.base_url and file in (mirror.files or (*ARCHIVES, EVAL_TOOLS_ZIP)):
+        return f"{mirror.base_url.rstrip('/')}/{file}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +98,7 @@ def fetch_eval_ground_truth(mirrors: list[Mirror], downloader: Downloader, downl
     errors = []
     for mirror in mirrors:
         try:
-            if (url := mirror.url_of(EVAL_TOOLS_ZIP)) is not None:
+            if (url := mirror_url(mirror, EVAL_TOOLS_ZIP)) is not None:
                 pin = lock.get(EVAL_TOOLS_ZIP)
                 got = downloader.download(EVAL_TOOLS_ZIP, [url], download_dir, pin,
                                           check=lambda p: _mats_of_eval_tools(p, pins))
@@ -154,7 +106,7 @@ def fetch_eval_ground_truth(mirrors: list[Mirror], downloader: Downloader, downl
                     lock.record(EVAL_TOOLS_ZIP, got.path, got.url)
                 report(_said(EVAL_TOOLS_ZIP, got, pin, lock) + "; its four .mat files match their published sha256")
                 return _mats_of_eval_tools(got.path, pins)
-            urls = {name: mirror.url_of(name) for name in MAT_FILES}
+            urls = {name: mirror_url(mirror, name) for name in MAT_FILES}
             if all(urls.values()):
                 mats = {}
                 for name, mat_url in urls.items():
@@ -187,7 +139,7 @@ def fetch_widerface(params: WiderfaceParams, raw_dir: str | os.PathLike, downloa
     lock = HashLock(lock_path, LOCK_COMMENT)
     done: dict[str, Path] = {}
     for name in ARCHIVES:
-        urls = [u for m in mirrors if (u := m.url_of(name)) is not None]
+        urls = [u for m in mirrors if (u := mirror_url(m, name)) is not None]
         pin = pins.get(name) or lock.get(name)
         got = downloader.download(name, urls, download_dir, pin, check=lambda p, n=name: check_archive(p, n))
         if pin is None:

@@ -13,7 +13,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ from facedet.evaluate import plots
 from facedet.pipeline.atomic import write_text_atomic
 from facedet.evaluate.coco_eval import coco_metrics
 from facedet.data.filtering import FilteredImage
-from facedet.params.loader import ParamsError, field_range
 from facedet.evaluate.submission import write_predictions
 from facedet.data.wider_mat import EvalImage
 from facedet.data.wider_archive import WiderArchive
@@ -34,24 +32,6 @@ from facedet.evaluate.wider_eval import evaluate_matches, match_predictions, rec
 DetectMany = Callable[[Iterable[np.ndarray]], Iterable[np.ndarray]]
 
 RECALL_SCORE_THRESHOLD = 0.5  # the operating point of the recall-by-face-size chart
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    """params.yaml `evaluate`: what detections are kept for scoring, and how many images to draw."""
-
-    score_threshold: float = field_range(0.0, 0.99, default=0.02)
-    nms_iou: float = field_range(0.01, 1.0, default=0.4)
-    max_detections: int = field_range(1, 10000, default=750)
-    images_to_draw: int = field_range(1, 64, default=6)  # detections.png is a declared plot
-    # Square input the Keras model runs at, px (multiple of 32); 0: the trained input size. The
-    # detector is fully convolutional: a larger input than the phone model's sees small faces at
-    # the photo's own scale (e.g. 1024 for WIDER's 1024-px-wide photos, letterboxed).
-    input_size: int = field_range(0, 4096, default=0)
-
-    def __post_init__(self) -> None:
-        if self.input_size % 32:
-            raise ParamsError(f"params.yaml: 'evaluate.input_size' must be 0 or a multiple of 32, got {self.input_size}")
 
 
 def decode_rgb(data: bytes) -> np.ndarray:

@@ -30,7 +30,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +37,7 @@ import numpy as np
 
 from facedet.pipeline.atomic import atomic_path
 from facedet.model.boxes import SCALE_FACTORS
+from facedet.params.sections import PostProcessConfig
 from facedet.runtime.tflite_detector import OUTPUT_NAMES, POSTPROCESS_OP, fit_to_input, load_interpreter, quiet_interpreter_deprecation
 
 log = logging.getLogger(__name__)
@@ -47,40 +47,22 @@ INPUT_NAME = "image"
 Quantize = Literal["int8", "float"]
 
 
-@dataclass(frozen=True)
-class PostProcessConfig:
-    """Attributes of the `TFLite_Detection_PostProcess` op (single class 'face')."""
-
-    max_detections: int = 100
-    score_threshold: float = 0.02
-    iou_threshold: float = 0.4
-    use_regular_nms: bool = False
-    num_classes: int = 1
-
-    def __post_init__(self) -> None:
-        if self.max_detections < 1:
-            raise ValueError(f"max_detections must be >= 1, got {self.max_detections}")
-        if not 0.0 < self.iou_threshold <= 1.0:  # the op's own check
-            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
-        if not 0.0 <= self.score_threshold < 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold}")
-
-    def implements_signature(self) -> str:
-        """The `experimental_implements` text (a NameAttrList proto) the converter turns into the op."""
-        y, x, h, w = SCALE_FACTORS  # the training box coder's
-        attrs = [
-            ("max_detections", "i", self.max_detections),
-            ("max_classes_per_detection", "i", 1),
-            ("detections_per_class", "i", self.max_detections),  # regular NMS only
-            ("use_regular_nms", "b", str(bool(self.use_regular_nms)).lower()),
-            ("nms_score_threshold", "f", f"{self.score_threshold:.9g}"),
-            ("nms_iou_threshold", "f", f"{self.iou_threshold:.9g}"),
-            ("y_scale", "f", y), ("x_scale", "f", x), ("h_scale", "f", h), ("w_scale", "f", w),
-            ("num_classes", "i", self.num_classes),
-        ]
-        parts = [f'name: "{POSTPROCESS_OP}"']
-        parts += [f'attr {{ key: "{key}" value {{ {kind}: {value} }} }}' for key, kind, value in attrs]
-        return " ".join(parts)
+def implements_signature(config: PostProcessConfig) -> str:
+    """The `experimental_implements` text (a NameAttrList proto) the converter turns into the op."""
+    y, x, h, w = SCALE_FACTORS  # the training box coder's
+    attrs = [
+        ("max_detections", "i", config.max_detections),
+        ("max_classes_per_detection", "i", 1),
+        ("detections_per_class", "i", config.max_detections),  # regular NMS only
+        ("use_regular_nms", "b", str(bool(config.use_regular_nms)).lower()),
+        ("nms_score_threshold", "f", f"{config.score_threshold:.9g}"),
+        ("nms_iou_threshold", "f", f"{config.iou_threshold:.9g}"),
+        ("y_scale", "f", y), ("x_scale", "f", x), ("h_scale", "f", h), ("w_scale", "f", w),
+        ("num_classes", "i", config.num_classes),
+    ]
+    parts = [f'name: "{POSTPROCESS_OP}"']
+    parts += [f'attr {{ key: "{key}" value {{ {kind}: {value} }} }}' for key, kind, value in attrs]
+    return " ".join(parts)
 
 
 def anchors_centre_size(anchors_yxyx: np.ndarray) -> np.ndarray:
@@ -137,7 +119,7 @@ def build_serving_archive(model, anchors_yxyx: np.ndarray, config: PostProcessCo
         raise ValueError(f"model predicts {box_shape[1]} boxes but {len(anchors)} anchors were given")
     n = config.max_detections
 
-    @tf.function(experimental_implements=config.implements_signature())
+    @tf.function(experimental_implements=implements_signature(config))
     def detection_postprocess(box_encodings, class_scores, anchors_centre):
         # Placeholder: only its signature matters; the converter replaces it with the custom op.
         del box_encodings, class_scores, anchors_centre

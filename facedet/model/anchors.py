@@ -25,8 +25,8 @@ import numpy as np
 import yaml
 
 from facedet.params.loader import ParamsError, build, field_range
+from facedet.pipeline.paths import CONFIGS_DIR
 
-CONFIGS_DIR = Path("configs")
 
 
 @dataclass(frozen=True)

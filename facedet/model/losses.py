@@ -11,31 +11,16 @@ Labels per anchor: 1 face, 0 background, -1 ignored (IoU between the two thresho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import tensorflow as tf
 
 from facedet.model.boxes import encode_boxes, pairwise_iou
+from facedet.params.sections import LossConfig, TrainParams
 
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """classification: 'hard_negative_mining' (top negatives by loss, `negatives_per_positive` per
-    positive, at least `min_negatives` per image) or 'focal' (all anchors, alpha/gamma)."""
-
-    classification: Literal["hard_negative_mining", "focal"] = "hard_negative_mining"
-    negatives_per_positive: float = 3.0
-    min_negatives: int = 8
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    localization_weight: float = 1.0
-
-
-def assign_targets(gt_boxes: tf.Tensor, anchors: tf.Tensor, positive_iou: float = 0.5,
-                   negative_iou: float = 0.4) -> tuple[tf.Tensor, tf.Tensor]:
+def assign_targets(gt_boxes: tf.Tensor, anchors: tf.Tensor, positive_iou: float = TrainParams.positive_iou,
+                   negative_iou: float = TrainParams.negative_iou) -> tuple[tf.Tensor, tf.Tensor]:
     """Match one image's faces to the anchors.
 
     gt_boxes: float32 (N, 4) normalised `[ymin, xmin, ymax, xmax]` (N may be 0; empty boxes are ignored).

@@ -19,6 +19,7 @@ import keras
 from keras import layers
 
 from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.params.sections import TrainParams
 
 # MobileNetV2 layers read at each stride (the TF OD API's ssd_mobilenet_v2 taps, plus stride 8).
 BACKBONE_TAPS = {8: "block_6_expand_relu", 16: "block_13_expand_relu", 32: "out_relu"}
@@ -62,7 +63,7 @@ def _socket_timeout(seconds: float):
 
 
 def build_backbone(image, config: DetectorConfig, weights: str | None = None,
-                   download_timeout_s: float = 60) -> keras.Model:
+                   download_timeout_s: float = TrainParams.download_timeout_s) -> keras.Model:
     """MobileNetV2 (no top) applied to the normalised `image` tensor.
 
     weights: None (random init), 'imagenet' (downloads; fails with one clear line offline, or when
@@ -94,7 +95,7 @@ def build_backbone(image, config: DetectorConfig, weights: str | None = None,
 
 
 def build_detector(config: DetectorConfig, backbone_weights: str | None = None,
-                   download_timeout_s: float = 60) -> keras.Model:
+                   download_timeout_s: float = TrainParams.download_timeout_s) -> keras.Model:
     """The SSD detector for `config` (see the module docstring for the input/output contract)."""
     size = config.input_size
     image = keras.Input((size, size, 3), name="image", dtype="float32")

@@ -1,8 +1,9 @@
 """Load and validate one section of `params.yaml` into a typed dataclass.
 
-Each stage declares its section as a (frozen) dataclass; `load_section` checks types,
-choices (`Literal`), numeric ranges (field metadata `min`/`max`) and unknown keys (with a
-"did you mean" hint), and raises `ParamsError` with one line naming the key, before any work.
+Each section is a (frozen) dataclass in facedet.params.sections; `load_section` checks types,
+choices (`Literal`), numeric ranges (`field_range`), unknown keys (with a "did you mean" hint) and
+reads renamed knobs by their old names too (`field_alias`), and raises `ParamsError` with one line
+naming the key, before any work.
 A stage wraps its loading in `exit_on_bad_params(stage)`, which turns that error into the
 process's exit: one line on stderr, status 1, no traceback.
 """
@@ -82,6 +83,20 @@ def field_range(minimum: float | None = None, maximum: float | None = None, **kw
     return dataclasses.field(metadata={"min": minimum, "max": maximum}, **kwargs)
 
 
+def field_alias(old_name: str | None = None, values: dict[Any, Any] | None = None, **kwargs: Any) -> Any:
+    """A dataclass field for a renamed knob: params.yaml may still spell its key `old_name`, or its
+    value one of the keys of `values` (old -> new), so that existing experiments keep running."""
+    return dataclasses.field(metadata={"old_name": old_name, "values": values or {}}, **kwargs)
+
+
+def check_ranges(instance: Any, key: str) -> None:
+    """ParamsError unless every `field_range` field of the dataclass `instance` lies in its range: for a
+    params dataclass made in code rather than by `build` (`key` names it in the message)."""
+    for fld in dataclasses.fields(instance):
+        if fld.metadata.get("min") is not None or fld.metadata.get("max") is not None:
+            _check_range(getattr(instance, fld.name), f"{key}.{fld.name}", fld.metadata, where="")
+
+
 def load_section(section: str, spec: type[T], path: str | os.PathLike = PARAMS_FILE) -> T:
     """Return `params.yaml[section]` as an instance of the dataclass `spec`, validated."""
     data = read_params_file(path)
@@ -96,6 +111,7 @@ def build(spec: type[T], value: Any, key: str) -> T:
         raise ParamsError(f"params.yaml: '{key}' must be a mapping, got {value!r}")
     hints = typing.get_type_hints(spec)
     fields = {f.name: f for f in dataclasses.fields(spec)}  # type: ignore[arg-type]
+    value = _renamed(value, fields, key)
     for name in value:
         if name not in fields:
             close = difflib.get_close_matches(str(name), fields, n=1)
@@ -108,8 +124,22 @@ def build(spec: type[T], value: Any, key: str) -> T:
             if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
                 raise ParamsError(f"params.yaml: missing key '{dotted}'")
             continue
-        kwargs[name] = _check(hints[name], value[name], dotted, fld.metadata)
+        given = value[name]
+        given = fld.metadata.get("values", {}).get(given, given) if isinstance(given, (str, int)) else given
+        kwargs[name] = _check(hints[name], given, dotted, fld.metadata)
     return spec(**kwargs)
+
+
+def _renamed(value: dict, fields: dict[str, dataclasses.Field], key: str) -> dict:
+    """`value` with the old names of `field_alias` fields replaced by their new ones."""
+    value = dict(value)
+    for name, fld in fields.items():
+        old = fld.metadata.get("old_name")
+        if old and old in value:
+            if name in value:
+                raise ParamsError(f"params.yaml: '{key}.{old}' is the old name of '{key}.{name}': give only one")
+            value[name] = value.pop(old)
+    return value
 
 
 def _check(hint: Any, value: Any, key: str, metadata: Any = None) -> Any:
@@ -162,10 +192,15 @@ def _check(hint: Any, value: Any, key: str, metadata: Any = None) -> Any:
     elif hint is str:
         if not isinstance(value, str):
             raise ParamsError(f"params.yaml: '{key}' must be a string, got {value!r}")
-    if metadata and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if metadata:
+        _check_range(value, key, metadata)
+    return value
+
+
+def _check_range(value: Any, key: str, metadata: Any, where: str = "params.yaml: ") -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         low, high = metadata.get("min"), metadata.get("max")
         if low is not None and value < low:
-            raise ParamsError(f"params.yaml: '{key}' must be >= {low}, got {value!r}")
+            raise ParamsError(f"{where}'{key}' must be >= {low}, got {value!r}")
         if high is not None and value > high:
-            raise ParamsError(f"params.yaml: '{key}' must be <= {high}, got {value!r}")
-    return value
+            raise ParamsError(f"{where}'{key}' must be <= {high}, got {value!r}")

@@ -16,39 +16,14 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
 
 from facedet.model.losses import assign_targets
-from facedet.params.loader import ParamsError, field_range
+from facedet.params.sections import AugmentConfig, TrainParams
 from facedet.train.scale_crop import PAD_VALUE, scale_crop
 from facedet.data.tfrecords import parse_example
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentation knobs (probabilities in [0, 1])."""
-
-    flip: float = field_range(0.0, 1.0, default=0.5)
-    crop: float = field_range(0.0, 1.0, default=0.5)
-    crop_min_covered: float = field_range(0.0, 1.0, default=0.5)  # fraction of some face inside the window
-    crop_min_area: float = field_range(0.05, 1.0, default=0.3)  # of the image, for the crop_min_covered rule
-    crop_min_iou: float = field_range(0.0, 1.0, default=0.0)  # > 0: the SSD paper's IoU rule instead
-    zoom_out: float = field_range(0.0, 1.0, default=0.2)
-    zoom_out_max: float = field_range(1.0, 4.0, default=1.6)
-    brightness: float = field_range(0.0, 1.0, default=0.125)
-    contrast: float = field_range(0.0, 1.0, default=0.3)
-    saturation: float = field_range(0.0, 1.0, default=0.3)
-    scale_crop: float = field_range(0.0, 1.0, default=0.0)  # native-scale square crop (facedet.train.scale_crop)
-    scale_crop_min: float = field_range(0.1, 8.0, default=0.5)  # zoom z: crop side = z x input px
-    scale_crop_max: float = field_range(0.1, 8.0, default=1.6)
-
-    def __post_init__(self) -> None:
-        if self.scale_crop_min > self.scale_crop_max:
-            raise ParamsError(f"params.yaml: 'train.augment.scale_crop_min' ({self.scale_crop_min}) must be <= "
-                              f"'train.augment.scale_crop_max' ({self.scale_crop_max})")
 
 
 NO_AUGMENT = AugmentConfig(flip=0.0, crop=0.0, zoom_out=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
@@ -196,7 +171,7 @@ def decode_example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 def make_dataset(files: list[str], anchors, input_size: int, batch_size: int, *, training: bool,
                  augment: AugmentConfig = AugmentConfig(), seed: int | None = None,
-                 positive_iou: float = 0.5, negative_iou: float = 0.4,
+                 positive_iou: float = TrainParams.positive_iou, negative_iou: float = TrainParams.negative_iou,
                  shuffle_buffer: int = 2048, skip: int = 0) -> tf.data.Dataset:
     """Batched `(images, targets)` from TFRecord `files` (see the module docstring).
 

@@ -22,13 +22,12 @@ from facedet.data.wider import WiderArchive
 def evaluate(params: EvaluateParams) -> dict[str, float]:
     from facedet.runtime.keras_detector import KerasDetector
 
-    detector = KerasDetector("models/detector", input_size=params.input_size or None)
+    detector = KerasDetector("models/detector", params, input_size=params.input_size or None)
+    input_size = detector.config.input_size
     return evaluate_detector(
-        lambda images: detector.detect_many(images, score_threshold=params.score_threshold,
-                                            nms_iou=params.nms_iou, max_detections=params.max_detections),
-        WiderArchive("data/raw"), load_filtered("data/interim", "val"), "reports/evaluate",
-        images_to_draw=params.images_to_draw, desc=f"evaluate (keras at {detector.input_size})",
-        extra_metrics={"input_size": detector.input_size})
+        detector, WiderArchive("data/raw"), load_filtered("data/interim", "val"), "reports/evaluate",
+        images_to_draw=params.images_to_draw, desc=f"evaluate (keras at {input_size})",
+        extra_metrics={"input_size": input_size})
 
 
 def main() -> None:

@@ -124,11 +124,12 @@ def on_tiny_disk(mount: Path, size_kb: int, command: str, cwd: Path, prepare: st
 @pytest.fixture(scope="module")
 def standin_tflite(tmp_path_factory) -> Path:
     from facedet.export.tflite import export_tflite
+    from stages.export import ExportParams
     from standin_detector import build_standin, face_image, standin_anchors
 
     path = tmp_path_factory.mktemp("tflite") / "face.tflite"
     return export_tflite(build_standin(zero_boxes=True), standin_anchors(), [face_image(np.random.default_rng(2), 8, 8)],
-                         path, quantize="float", max_detections=20, score_threshold=0.05, iou_threshold=0.4)
+                         path, ExportParams(max_detections=20, score_threshold=0.05, nms_iou=0.4), quantize="float")
 
 
 @pytest.fixture(scope="module")

@@ -309,12 +309,16 @@ def test_an_evaluation_set_with_no_faces_is_an_error_not_ap_minus_one(tmp_path):
     from facedet.evaluate.score import evaluate_detector
     from facedet.data.filtering import FilteredImage
     from facedet.data.wider import WiderArchive
+    from facedet.runtime.detector import Detector
+
+    class Blind(Detector):
+        def detect(self, image: np.ndarray) -> np.ndarray:
+            return np.zeros((0, 5), np.float32)
 
     write_embedded_dataset(TINY_RAW, tmp_path / "raw")
     empty = [FilteredImage("0--Parade/x.jpg", 100, 100, np.zeros((0, 4), np.float32))]
     with pytest.raises(ValueError, match="no faces to score"):
-        evaluate_detector(lambda images: [np.zeros((0, 5), np.float32) for _ in images], WiderArchive(tmp_path / "raw"),
-                          empty, tmp_path / "reports")
+        evaluate_detector(Blind(), WiderArchive(tmp_path / "raw"), empty, tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
 
 

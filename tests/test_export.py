@@ -167,10 +167,10 @@ def test_representative_images_spread_evenly_over_the_records_in_shard_order(tmp
             for c in shard_colours:
                 writer.write(_example(c, 48, 80))
         paths.append(path)
-    images = list(representative_images(reversed(paths), count=3, input_size=32))
+    images = list(representative_images(reversed(paths), count=3, input_size=32, resize="stretch"))
     assert [im.shape for im in images] == [(32, 32, 3)] * 3 and all(im.dtype == np.uint8 for im in images)
     assert [int(round(im.mean())) for im in images] == pytest.approx([10, 30, 50], abs=2)  # every 2nd of 6
-    again = list(representative_images(paths, count=3, input_size=32))
+    again = list(representative_images(paths, count=3, input_size=32, resize="stretch"))
     assert all(np.array_equal(a, b) for a, b in zip(images, again))
 
 

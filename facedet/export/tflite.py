@@ -281,7 +281,7 @@ def export_tflite(model, anchors_yxyx: np.ndarray, representative_images: Iterab
 
 
 def representative_images(tfrecord_paths: Iterable[str | os.PathLike], count: int,
-                          input_size: int | tuple[int, int], resize: str = "stretch") -> Iterator[np.ndarray]:
+                          input_size: int | tuple[int, int], resize: str) -> Iterator[np.ndarray]:
     """`count` images spread evenly over the TFRecords (every k-th record, shards in sorted name
     order), decoded and fitted to the model input as the runner does (`resize`: 'stretch' or
     'letterbox', see facedet.runtime.detector): uint8 (H, W, 3) each. Spread, because the first records of sorted WIDER shards all come from

@@ -88,8 +88,7 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def fit_to_input(image: np.ndarray, size: tuple[int, int], resize: str = "stretch"
-                 ) -> tuple[np.ndarray, tuple[float, float]]:
+def fit_to_input(image: np.ndarray, size: tuple[int, int], resize: str) -> tuple[np.ndarray, tuple[float, float]]:
     """uint8 (H, W, 3) photo -> (uint8 `size` (height, width) model input, (extent_h, extent_w)): the
     photo px spanned by the whole input, so a normalised box maps back as `y * extent_h, x * extent_w`.
     resize: 'stretch' (extent = the photo) or 'letterbox' (see the module docstring)."""

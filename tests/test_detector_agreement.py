@@ -36,7 +36,8 @@ def photos(resize: str) -> list[np.ndarray]:
     rng = np.random.default_rng(4)
     if resize == "stretch":
         return [face_image(rng, 10, 30), face_image(rng, 40, 4, side=20)]
-    return [face_image(rng, 4, 8, side=24, height=48, width=40), face_image(rng, 30, 100, side=40, height=120, width=200),
+    return [face_image(rng, 4, 8, side=24, height=48, width=40),
+            face_image(rng, 30, 100, side=40, height=120, width=200),
             face_image(rng, 100, 10, side=30, height=160, width=90)]
 
 

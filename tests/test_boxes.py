@@ -9,12 +9,12 @@ import tensorflow as tf
 from facedet.model.boxes import (
     centre_to_corners,
     corners_to_centre,
-    corners_to_pixel_xywh,
     decode_boxes,
     encode_boxes,
     pairwise_iou,
     pixel_xywh_to_corners,
 )
+from facedet.runtime.detector import boxes_to_photo_xywh
 
 BOXES = np.array([[0.1, 0.2, 0.5, 0.4], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.35, 0.42]], np.float32)
 
@@ -24,10 +24,12 @@ def test_centre_form_is_ycenter_xcenter_height_width():
     np.testing.assert_allclose(centre_to_corners(corners_to_centre(BOXES)), BOXES, atol=1e-7)
 
 
-def test_pixel_xywh_maps_back_to_the_original_image():
-    xywh = corners_to_pixel_xywh(BOXES[:1], image_height=200, image_width=300)
-    np.testing.assert_allclose(xywh, [[60, 20, 60, 80]], atol=1e-4)
-    np.testing.assert_allclose(pixel_xywh_to_corners(xywh, 200, 300), BOXES[:1], atol=1e-7)
+def test_pixel_xywh_maps_to_corners_and_back_to_the_original_image():
+    corners = pixel_xywh_to_corners(np.array([[60, 20, 60, 80]], np.float32), 200, 300)
+    np.testing.assert_allclose(corners, BOXES[:1], atol=1e-7)
+    # the way back is the detectors' one helper (facedet.runtime.detector)
+    xywh = boxes_to_photo_xywh(BOXES[:1], np.array([0.9]), photo_size=(200, 300), extent=(200.0, 300.0))
+    np.testing.assert_allclose(xywh, [[60, 20, 60, 80, 0.9]], atol=1e-4)
 
 
 def test_iou_of_known_pairs():

@@ -16,7 +16,9 @@ from PIL import Image
 
 from facedet.cli import main
 from facedet.runtime.detect import detect_faces, list_images
+from facedet.runtime.tflite_detector import TFLiteDetector
 from facedet.export.tflite import export_tflite
+from facedet.params.sections import ExportParams
 from standin_detector import GRID, build_standin, face_image, standin_anchors
 
 
@@ -26,7 +28,7 @@ def model(tmp_path_factory):
     rng = np.random.default_rng(2)
     path = tmp_path_factory.mktemp("detect") / "face_float.tflite"
     return export_tflite(build_standin(zero_boxes=True), standin_anchors(), [face_image(rng, 8, 8)], path,
-                         quantize="float", max_detections=20, score_threshold=0.05, iou_threshold=0.4)
+                         ExportParams(max_detections=20, score_threshold=0.05, nms_iou=0.4), quantize="float")
 
 
 @pytest.fixture
@@ -75,11 +77,12 @@ def test_score_threshold_keeps_fewer_or_more_faces(model, photos, tmp_path):
     folder, _ = photos
     images = list_images(folder)
     assert [p.name for p in images] == ["group.png", "selfie.jpg"]  # notes.txt is not an image
-    loose = detect_faces(model, images, tmp_path / "loose", score_threshold=0.05)
+    detector = TFLiteDetector(model)
+    loose = detect_faces(detector, images, tmp_path / "loose", score_threshold=0.05)
     for result in loose:
         assert len(result.faces) >= 2  # the block's two anchors
         between = float(result.faces[:2, 4].mean())  # keeps the best face only
-        (strict,) = detect_faces(model, [result.image], tmp_path / "strict", score_threshold=between)
+        (strict,) = detect_faces(detector, [result.image], tmp_path / "strict", score_threshold=between)
         assert len(strict.faces) == 1 and strict.faces[0, 4] >= between
         np.testing.assert_array_equal(strict.faces[0], result.faces[0])
 

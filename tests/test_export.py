@@ -3,17 +3,21 @@ TFLite_Detection_PostProcess, takes uint8 pixels, and finds what the Keras model
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from facedet.export.tflite import (POSTPROCESS_OP, export_tflite, implements_signature, representative_images,
                                    tflite_ops)
-from facedet.params.sections import PostProcessConfig
-from facedet.runtime.tflite_detector import OUTPUT_NAMES, load_interpreter, resize_bilinear
+from facedet.runtime.detector import resize_bilinear
+from facedet.runtime.tflite_detector import OUTPUT_NAMES, load_interpreter
+from facedet.params.sections import ExportParams
 from standin_detector import SIZE, build_standin, face_image, standin_anchors
 
 MAX_DETECTIONS, SCORE_THRESHOLD, IOU = 10, 0.05, 0.4
+PARAMS = ExportParams(max_detections=MAX_DETECTIONS, score_threshold=SCORE_THRESHOLD, nms_iou=IOU)
 
 
 def calibration_images(n: int = 12) -> list[np.ndarray]:
@@ -31,8 +35,7 @@ def exported(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     anchors, images = standin_anchors(), calibration_images()
     return {
-        q: export_tflite(model, anchors, images, out / f"face_{q}.tflite", quantize=q,
-                         max_detections=MAX_DETECTIONS, score_threshold=SCORE_THRESHOLD, iou_threshold=IOU)
+        q: export_tflite(model, anchors, images, out / f"face_{q}.tflite", PARAMS, quantize=q)
         for q in ("float", "int8")
     }
 
@@ -100,8 +103,7 @@ def test_float_export_matches_numpy_decode_and_nms(model, exported):
 
 def test_regular_nms_gives_the_same_single_class_detections(model, exported, tmp_path):
     regular = export_tflite(model, standin_anchors(), calibration_images(2), tmp_path / "regular.tflite",
-                            quantize="float", max_detections=MAX_DETECTIONS, score_threshold=SCORE_THRESHOLD,
-                            iou_threshold=IOU, use_regular_nms=True)
+                            dataclasses.replace(PARAMS, use_regular_nms=True), quantize="float")
     image = face_image(np.random.default_rng(7), 4, 44)
     _, boxes, scores = run_tflite(regular, image)
     _, fast_boxes, fast_scores = run_tflite(exported["float"], image)
@@ -124,7 +126,7 @@ def test_int8_export_finds_the_same_faces_loosely(model, exported):
 
 
 def test_postprocess_attributes_follow_tf_od_api():
-    text = implements_signature(PostProcessConfig(max_detections=100, score_threshold=0.02, iou_threshold=0.4))
+    text = implements_signature(ExportParams(max_detections=100, score_threshold=0.02, nms_iou=0.4))
     assert text.startswith('name: "TFLite_Detection_PostProcess"')
     for attr in ('"max_detections" value { i: 100 }', '"max_classes_per_detection" value { i: 1 }',
                  '"use_regular_nms" value { b: false }', '"nms_score_threshold" value { f: 0.02 }',
@@ -136,13 +138,13 @@ def test_postprocess_attributes_follow_tf_od_api():
 def test_bad_requests_fail_before_converting(model, tmp_path):
     images = calibration_images(2)
     with pytest.raises(ValueError, match="anchors"):
-        export_tflite(model, standin_anchors()[:100], images, tmp_path / "x.tflite", quantize="float")
+        export_tflite(model, standin_anchors()[:100], images, tmp_path / "x.tflite", PARAMS, quantize="float")
     with pytest.raises(ValueError, match="quantize"):
-        export_tflite(model, standin_anchors(), images, tmp_path / "x.tflite", quantize="int16")
+        export_tflite(model, standin_anchors(), images, tmp_path / "x.tflite", PARAMS, quantize="int16")
     with pytest.raises(ValueError, match="representative"):
-        export_tflite(model, standin_anchors(), [], tmp_path / "x.tflite", quantize="int8")
+        export_tflite(model, standin_anchors(), [], tmp_path / "x.tflite", PARAMS, quantize="int8")
     with pytest.raises(ValueError, match="uint8"):
-        export_tflite(model, standin_anchors(), [np.zeros((32, 32, 3), np.uint8)], tmp_path / "x.tflite")
+        export_tflite(model, standin_anchors(), [np.zeros((32, 32, 3), np.uint8)], tmp_path / "x.tflite", PARAMS)
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
@@ -165,10 +167,10 @@ def test_representative_images_spread_evenly_over_the_records_in_shard_order(tmp
             for c in shard_colours:
                 writer.write(_example(c, 48, 80))
         paths.append(path)
-    images = list(representative_images(reversed(paths), count=3, input_size=32))
+    images = list(representative_images(reversed(paths), count=3, input_size=32, resize="stretch"))
     assert [im.shape for im in images] == [(32, 32, 3)] * 3 and all(im.dtype == np.uint8 for im in images)
     assert [int(round(im.mean())) for im in images] == pytest.approx([10, 30, 50], abs=2)  # every 2nd of 6
-    again = list(representative_images(paths, count=3, input_size=32))
+    again = list(representative_images(paths, count=3, input_size=32, resize="stretch"))
     assert all(np.array_equal(a, b) for a, b in zip(images, again))
 
 

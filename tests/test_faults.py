@@ -125,11 +125,12 @@ def on_tiny_disk(mount: Path, size_kb: int, command: str, cwd: Path, prepare: st
 @pytest.fixture(scope="module")
 def standin_tflite(tmp_path_factory) -> Path:
     from facedet.export.tflite import export_tflite
+    from facedet.params.sections import ExportParams
     from standin_detector import build_standin, face_image, standin_anchors
 
     path = tmp_path_factory.mktemp("tflite") / "face.tflite"
     return export_tflite(build_standin(zero_boxes=True), standin_anchors(), [face_image(np.random.default_rng(2), 8, 8)],
-                         path, quantize="float", max_detections=20, score_threshold=0.05, iou_threshold=0.4)
+                         path, ExportParams(max_detections=20, score_threshold=0.05, nms_iou=0.4), quantize="float")
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,8 @@ def test_a_jpeg_corrupt_in_its_middle_is_dropped_named_and_never_reaches_trainin
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     import tensorflow as tf
 
-    from facedet.train.input import decode_example, list_shards
+    from facedet.data.tfrecords import list_shards
+    from facedet.train.input import decode_example
 
     stored = {}
     for record in tf.data.TFRecordDataset(list_shards(root / "data/tfrecords", "train")):
@@ -309,12 +311,16 @@ def test_an_evaluation_set_with_no_faces_is_an_error_not_ap_minus_one(tmp_path):
     from facedet.evaluate.score import evaluate_detector
     from facedet.data.filtering import FilteredImage
     from facedet.data.wider_archive import WiderArchive
+    from facedet.runtime.detector import Detector
+
+    class Blind(Detector):
+        def detect(self, image: np.ndarray) -> np.ndarray:
+            return np.zeros((0, 5), np.float32)
 
     write_synthetic_dataset(TINY_RAW, tmp_path / "raw")
     empty = [FilteredImage("0--Parade/x.jpg", 100, 100, np.zeros((0, 4), np.float32))]
     with pytest.raises(ValueError, match="no faces to score"):
-        evaluate_detector(lambda images: [np.zeros((0, 5), np.float32) for _ in images], WiderArchive(tmp_path / "raw"),
-                          empty, tmp_path / "reports")
+        evaluate_detector(Blind(), WiderArchive(tmp_path / "raw"), empty, tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
 
 

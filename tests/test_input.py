@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 
 from facedet.model.anchors import DetectorConfig, anchor_boxes
 from facedet.params.sections import AugmentConfig
-from facedet.train.input import NO_AUGMENT, augment_and_resize, list_shards, make_dataset
+from facedet.data.tfrecords import list_shards
+from facedet.train.input import NO_AUGMENT, augment_and_resize, make_dataset
 
 TINY = DetectorConfig(input_size=64, alpha=0.35, feature_strides=(8, 16, 32, 64), min_scale=0.1, max_scale=0.7,
                       aspect_ratios=(1.0,), interpolated_scale=True, head_channels=16)

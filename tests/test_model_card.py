@@ -13,6 +13,7 @@ import yaml
 
 from facedet.export.tflite import export_tflite
 from facedet.model_card import build_model_card, dvc_lock_hashes, git_lineage, render_markdown
+from facedet.params.sections import ExportParams
 from stages.model_card import main as model_card_stage
 from standin_detector import build_standin, face_image, standin_anchors
 
@@ -36,7 +37,7 @@ def tflite_files(tmp_path_factory):
     rng = np.random.default_rng(0)
     images = [face_image(rng, 8, 8), face_image(rng, 30, 40)]
     return {q: export_tflite(build_standin(), standin_anchors(), images, out / f"face_detector_{q}.tflite",
-                             quantize=q, max_detections=10) for q in ("int8", "float")}
+                             ExportParams(max_detections=10), quantize=q) for q in ("int8", "float")}
 
 
 def git(repo, *args):

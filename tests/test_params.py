@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from facedet.params.loader import ParamsError, build, field_range, load_section, read_params_file
-from facedet.params.sections import (SECTIONS, DataParams, ExportParams, PostProcessConfig, SyntheticParams,
+from facedet.params.sections import (SECTIONS, DataParams, ExportParams, SyntheticParams,
                                      TrainParams)
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -227,12 +227,10 @@ def test_an_experiment_with_the_old_names_fetches_the_same_bytes(tmp_path):
 # ranges hold however a params object is made
 
 
-def test_post_process_config_checks_the_export_ranges_when_made_in_code():
-    assert PostProcessConfig() == PostProcessConfig(ExportParams.max_detections, ExportParams.score_threshold,
-                                                    ExportParams.nms_iou, ExportParams.use_regular_nms)
-    for bad, message in [({"max_detections": 0}, "'post-process.max_detections' must be >= 1, got 0"),
-                         ({"iou_threshold": 1.5}, "'post-process.iou_threshold' must be <= 1.0, got 1.5"),
-                         ({"score_threshold": -0.1}, "'post-process.score_threshold' must be >= 0.0, got -0.1")]:
+def test_export_params_check_their_ranges_when_made_in_code():
+    for bad, message in [({"max_detections": 0}, "'export.max_detections' must be >= 1, got 0"),
+                         ({"nms_iou": 1.5}, "'export.nms_iou' must be <= 1.0, got 1.5"),
+                         ({"score_threshold": -0.1}, "'export.score_threshold' must be >= 0.0, got -0.1")]:
         with pytest.raises(ParamsError) as err:
-            PostProcessConfig(**bad)
+            ExportParams(**bad)
         assert str(err.value) == message

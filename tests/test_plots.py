@@ -7,7 +7,6 @@ from PIL import Image
 
 from facedet.evaluate.plots import (
     downsample_curve,
-    draw_boxes,
     draw_detection_grid,
     plot_pr_curves,
     plot_recall_by_size,
@@ -15,6 +14,19 @@ from facedet.evaluate.plots import (
     write_recall_by_size_csv,
 )
 from facedet.evaluate.wider_eval import SizeBinRecall
+from facedet.runtime.drawing import GT_COLOUR, draw_boxes, score_colour
+
+MATPLOTLIB_BLUE = (31, 119, 180)  # 'tab:blue': the first PR line, and the recall bars
+
+
+def pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return np.asarray(image.convert("RGB"))
+
+
+def share_of(image: np.ndarray, colour: tuple[int, int, int]) -> float:
+    return float(np.all(image == colour, axis=-1).mean())
 
 
 def curve():
@@ -37,15 +49,25 @@ def test_pr_csvs_one_per_subset_downsampled_and_deterministic(tmp_path):
     assert len(downsample_curve(*curve(), points=5000)) == 995  # NaN rows dropped
 
 
-def test_figures_are_png_files(tmp_path):
+def test_figures_are_pngs_that_show_the_curve_and_the_bars(tmp_path):
     plot_pr_curves(tmp_path / "pr.png", {"easy": curve()}, ap={"easy": 0.9})
-    bins = [SizeBinRecall(0, 10, 4, 1), SizeBinRecall(10, np.inf, 0, 0)]
+    bins = [SizeBinRecall(0, 10, 4, 1), SizeBinRecall(10, 20, 4, 4), SizeBinRecall(20, np.inf, 0, 0)]
     plot_recall_by_size(tmp_path / "size.png", bins)
     write_recall_by_size_csv(tmp_path / "size.csv", bins)
-    for name in ("pr.png", "size.png"):
-        assert Image.open(tmp_path / name).format == "PNG"
+    pr, size = pixels(tmp_path / "pr.png"), pixels(tmp_path / "size.png")
+    assert pr.shape == (500, 600, 3) and size.shape == (400, 700, 3)  # 6 x 5 and 7 x 4 inches at 100 dpi
+    # The PR line is drawn: a thin blue curve (not a blank or a filled figure)
+    assert 0.001 < share_of(pr, MATPLOTLIB_BLUE) < 0.05
+    line_rows, line_cols = np.nonzero(np.all(pr == MATPLOTLIB_BLUE, axis=-1))
+    assert line_cols.max() - line_cols.min() > 300  # spans most of the recall axis (0 .. 0.9)
+    assert line_rows.max() - line_rows.min() > 150  # precision falls from 1 to 0.4
+    # Bars: recall 1.0 is four times as tall as recall 0.25, and the empty bin has none
+    columns = np.nonzero(np.all(size == MATPLOTLIB_BLUE, axis=-1).any(axis=0))[0]
+    runs = np.split(columns, np.nonzero(np.diff(columns) > 1)[0] + 1)
+    heights = [int(np.all(size[:, run[len(run) // 2]] == MATPLOTLIB_BLUE, axis=-1).sum()) for run in runs]
+    assert len(heights) == 2 and abs(heights[1] / heights[0] - 4) < 0.1, heights
     assert (tmp_path / "size.csv").read_text().splitlines() == [
-        "face_height_px,faces,recalled,recall", "0-10,4,1,0.250000", "10+,0,0,"]
+        "face_height_px,faces,recalled,recall", "0-10,4,1,0.250000", "10-20,4,4,1.000000", "20+,0,0,"]
 
 
 def test_boxes_are_drawn_on_the_image_and_low_scores_skipped():
@@ -56,7 +78,22 @@ def test_boxes_are_drawn_on_the_image_and_low_scores_skipped():
     assert not drawn[5:26, 150:171].any()                           # score 0.1 < 0.3: not drawn
 
 
-def test_grid_tiles_every_image(tmp_path):
-    samples = [(np.full((60, 80, 3), 90, np.uint8), np.zeros((0, 4)), np.zeros((0, 5))) for _ in range(4)]
+def test_grid_tiles_every_image_with_its_boxes_where_they_belong(tmp_path):
+    """80 x 60 photos in 100 px cells: scale 1.25, each tile 100 x 75, centred (12 px down)."""
+    gt = np.array([[8, 8, 16, 16]])                                   # -> tile px 10..30
+    preds = np.array([[40, 20, 20, 20, 0.95], [4, 36, 16, 16, 0.1]])  # -> tile px x 50..75, y 25..50; one too low
+    samples = [(np.full((60, 80, 3), 90, np.uint8), gt, preds) for _ in range(4)]
     draw_detection_grid(tmp_path / "grid.png", samples, columns=3, cell=100)
-    assert Image.open(tmp_path / "grid.png").size == (300, 200)
+    grid = pixels(tmp_path / "grid.png")
+    assert grid.shape == (200, 300, 3)
+    good = score_colour(0.95)
+    for n in range(4):
+        top, left = 100 * (n // 3) + 12, 100 * (n % 3)
+        tile = grid[top:top + 75, left:left + 100]
+        assert tuple(tile[10, 20]) == GT_COLOUR and tuple(tile[20, 10]) == GT_COLOUR  # ground-truth edges
+        assert tuple(tile[25, 60]) == good and tuple(tile[40, 50]) == good            # detection edges
+        assert tuple(tile[37, 62]) == (90, 90, 90)                                   # inside: the photo
+        rows, cols = np.nonzero(np.all(tile == good, axis=-1))
+        assert (rows.min(), rows.max(), cols.min(), cols.max()) == (25, 50, 50, 75)  # only that box
+        assert not np.all(tile[45:66, 5:26] == score_colour(0.1), axis=-1).any()     # score 0.1: not drawn
+    assert np.all(grid[:12] == (32, 32, 32)) and np.all(grid[100:, 100:] == (32, 32, 32))  # margins, empty cells

@@ -22,7 +22,9 @@ from facedet.data.synthetic import render_image
 from facedet.export.tflite import export_tflite
 from facedet.export.metadata import (LABEL_FILE, MetadataWriterUnavailable, read_detector_metadata,
                                      write_detector_metadata, writer_unavailable_reason)
-from facedet.runtime.tflite_detector import OUTPUT_NAMES, TFLiteDetector, load_interpreter, resize_bilinear
+from facedet.runtime.detector import resize_bilinear
+from facedet.runtime.tflite_detector import OUTPUT_NAMES, TFLiteDetector, load_interpreter
+from facedet.params.sections import ExportParams
 from standin_detector import SIZE, build_standin, face_image, standin_anchors
 
 METADATA_NAME = {"detection_boxes": "location", "detection_classes": "category",
@@ -47,7 +49,7 @@ def exported(tmp_path_factory):
     files = {}
     for quantize in ("int8", "float"):
         plain = export_tflite(build_standin(), standin_anchors(), calibration, out / f"plain_{quantize}.tflite",
-                              quantize=quantize, max_detections=10, score_threshold=0.05, iou_threshold=0.4)
+                              ExportParams(max_detections=10, score_threshold=0.05, nms_iou=0.4), quantize=quantize)
         shipped = write_detector_metadata(plain, ["face"], out / f"face_{quantize}.tflite", name="stand-in",
                                           version="0.1.0", description="test model")
         files[quantize] = (plain, shipped)

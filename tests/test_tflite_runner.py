@@ -10,7 +10,9 @@ import pytest
 import tensorflow as tf
 
 from facedet.export.tflite import export_tflite
-from facedet.runtime.tflite_detector import EXPORT_MANIFEST, LETTERBOX_FILL, TFLiteDetector, fit_to_input
+from facedet.runtime.detector import LETTERBOX_FILL, fit_to_input
+from facedet.runtime.tflite_detector import EXPORT_MANIFEST, TFLiteDetector
+from facedet.params.sections import ExportParams
 from standin_detector import GRID, build_standin, face_image, standin_anchors
 
 
@@ -21,7 +23,7 @@ def anchor_box_model(tmp_path_factory):
     calibration = [face_image(rng, 8, 8), face_image(rng, 40, 24)]
     path = tmp_path_factory.mktemp("runner") / "face_float.tflite"
     return export_tflite(build_standin(zero_boxes=True), standin_anchors(), calibration, path,
-                         quantize="float", max_detections=20, score_threshold=0.5, iou_threshold=0.4)
+                         ExportParams(max_detections=20, score_threshold=0.5, nms_iou=0.4), quantize="float")
 
 
 def test_detections_map_back_to_original_pixels(anchor_box_model):

@@ -10,6 +10,7 @@ example says so in `image/transform` and keeps the original's sha256, size and f
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import multiprocessing
@@ -218,6 +219,11 @@ class ExampleEncoder:
                                      item.format.lower(), stored.transform)
         example = make_example(stored.data, item.image, stored.width, stored.height, boxes, original)
         return example.SerializeToString(deterministic=True)
+
+
+def list_shards(tfrecord_dir: str | os.PathLike, split: str) -> list[str]:
+    """Sorted `<split>.record-?????-of-?????` files in `tfrecord_dir` (empty list if none)."""
+    return sorted(glob.glob(str(Path(tfrecord_dir) / f"{split}.record-*-of-*")))
 
 
 def shard_paths(output_prefix: str | os.PathLike, num_shards: int) -> list[Path]:

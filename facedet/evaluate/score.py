@@ -3,7 +3,8 @@ in the official submission layout, WIDER Easy/Medium/Hard AP (official protocol)
 (pycocotools), PR curves, recall by face size, and a grid of images with drawn boxes.
 
 The evaluate (Keras float model) and evaluate_tflite (shipped .tflite) stages both call
-`evaluate_detector`, so the two are scored by exactly the same code.
+`evaluate_detector` with a `facedet.runtime.detector.Detector`, so the two are scored by exactly the
+same code; `int8_minus_float` is the quantization gap the evaluate_tflite stage reports.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,11 @@ from facedet.evaluate import plots
 from facedet.pipeline.atomic import write_text_atomic
 from facedet.evaluate.coco_eval import coco_metrics
 from facedet.data.filtering import FilteredImage
+from facedet.runtime.detector import Detector
 from facedet.evaluate.submission import write_predictions
 from facedet.data.wider_mat import EvalImage
 from facedet.data.wider_archive import WiderArchive
 from facedet.evaluate.wider_eval import evaluate_matches, match_predictions, recall_by_face_size
-
-# A detector over a stream of RGB uint8 (H, W, 3) images -> one float32 (K, 5) pixel x, y, w, h, score each.
-DetectMany = Callable[[Iterable[np.ndarray]], Iterable[np.ndarray]]
 
 RECALL_SCORE_THRESHOLD = 0.5  # the operating point of the recall-by-face-size chart
 
@@ -46,11 +45,11 @@ def val_images(archive: WiderArchive, ground_truth: list[EvalImage]) -> Iterator
         yield decode_rgb(archive.read_image("val", item.image))
 
 
-def evaluate_detector(detect_many: DetectMany, archive: WiderArchive, coco_images: list[FilteredImage],
+def evaluate_detector(detector: Detector, archive: WiderArchive, coco_images: list[FilteredImage],
                       out_dir: str | os.PathLike, images_to_draw: int = 6, desc: str = "evaluate",
                       extra_metrics: dict[str, float] | None = None) -> dict[str, float]:
-    """Run `detect_many` over every val image of the official ground truth and write, under `out_dir`:
-    predictions/ (submission layout), metrics.json, pr/{easy,medium,hard}.csv, pr_curves.png,
+    """Run `detector` (its `detect_many`) over every val image of the official ground truth and write,
+    under `out_dir`: predictions/ (submission layout), metrics.json, pr/{easy,medium,hard}.csv, pr_curves.png,
     recall_by_size.{csv,png}, detections.png. Returns the metrics.
 
     coco_images: the filtered val table (the faces COCO AP counts).
@@ -70,7 +69,7 @@ def evaluate_detector(detect_many: DetectMany, archive: WiderArchive, coco_image
             yield image
 
     started = time.perf_counter()
-    detections = list(tqdm(detect_many(images()), total=len(ground_truth), desc=desc, unit="img"))
+    detections = list(tqdm(detector.detect_many(images()), total=len(ground_truth), desc=desc, unit="img"))
     seconds_per_image = (time.perf_counter() - started) / max(len(ground_truth), 1)
     written = write_predictions(out_dir / "predictions", {g.key: d for g, d in zip(ground_truth, detections)})
 
@@ -94,3 +93,16 @@ def evaluate_detector(detect_many: DetectMany, archive: WiderArchive, coco_image
                    for item, image in zip(ground_truth, drawn)]
         plots.draw_detection_grid(out_dir / "detections.png", samples)
     return metrics
+
+
+def int8_minus_float(metrics: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Per-variant metrics ('int8', 'float', 'int8_640', 'float_640', ...) -> the AP gaps of each int8
+    file to the float file at the same size: {'int8_minus_float[_<size>]': {'<metric>_ap': int8 - float}}."""
+    gaps = {}
+    for variant in [v for v in metrics if v.startswith("int8")]:
+        suffix = variant[len("int8"):]
+        float_metrics = metrics.get("float" + suffix)
+        if float_metrics:
+            gaps["int8_minus_float" + suffix] = {key: round(value - float_metrics[key], 6)
+                                                 for key, value in metrics[variant].items() if key.endswith("_ap")}
+    return gaps

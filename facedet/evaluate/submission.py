@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from facedet.pipeline.atomic import atomic_path
+from facedet.runtime.detector import sort_by_score
 
 COORD_FORMAT = "{:.2f}"
 SCORE_FORMAT = "{:.6f}"
@@ -42,15 +43,9 @@ def _split_key(key: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def sort_by_score(detections: np.ndarray) -> np.ndarray:
-    """(K, 5) x, y, w, h, score rows sorted by score, descending (stable: ties keep their order)."""
-    detections = np.asarray(detections, dtype=np.float64).reshape(-1, 5)
-    return detections[np.argsort(-detections[:, 4], kind="stable")]
-
-
 def format_prediction_file(stem: str, detections: np.ndarray) -> str:
     """The text of one prediction file (stem, count, rows sorted by score desc)."""
-    dets = sort_by_score(detections)
+    dets = sort_by_score(np.asarray(detections, dtype=np.float64))
     if not np.all(np.isfinite(dets)):
         raise ValueError(f"{stem}: detections hold NaN or inf")
     fmt = " ".join([COORD_FORMAT] * 4 + [SCORE_FORMAT])

@@ -1,4 +1,5 @@
-"""The one adapter over the TFLite model-metadata writer (tflite-support); swap the writer here only.
+"""The one adapter over the TFLite model-metadata writer (tflite-support), and the description it packs
+(`metadata_description`); swap the writer here only.
 
 Mobile clients (MediaPipe Tasks' ObjectDetector, the TFLite Task Library) refuse a detection model
 without TFLite metadata: they read the input normalisation, the label file and which output is
@@ -28,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from facedet.model.anchors import DetectorConfig
 from facedet.pipeline.atomic import atomic_path
-from facedet.runtime.tflite_detector import POSTPROCESS_OP
+from facedet.runtime.tflite_detector import POSTPROCESS_OP, PostProcessParams
 
 LABEL_FILE = "labels.txt"
 NORM_MEAN = 127.5  # uint8 pixels p -> (p - 127.5) / 127.5 in [-1, 1], what the model does inside
@@ -37,6 +39,9 @@ NORM_STD = 127.5
 OUTPUT_METADATA_NAMES = ("location", "category", "score", "number of detections")  # the op's output ports
 INSTALL_HINT = ("install the metadata writer: pip install -r requirements.txt (libusb-package, for libusb-1.0) "
                 "&& pip install --no-deps -r requirements-nodeps.txt (tflite-support==0.4.4)")
+
+RESIZE_TEXT = {"stretch": "plain resize, aspect not kept",
+               "letterbox": "letterbox: aspect kept, photo at the top-left, grey padding"}
 
 
 class MetadataWriterUnavailable(ImportError):
@@ -186,3 +191,14 @@ def read_detector_metadata(model_path: str | os.PathLike) -> DetectorMetadata | 
         norm_mean=list(norm.get("mean", [])), norm_std=list(norm.get("std", [])),
         output_names=[out["name"] for out in outputs], min_parser_version=meta.get("min_parser_version", ""),
     )
+
+
+def metadata_description(config: DetectorConfig, params: PostProcessParams, quantize: str) -> str:
+    """The model description packed into the .tflite metadata (`config` at the file's input size,
+    `params` the post-process op's settings, params.yaml `export`)."""
+    nms = "regular" if params.use_regular_nms else "fast"
+    weights = "int8 (post-training full-integer quantization), uint8 input" if quantize == "int8" else "float32"
+    return (f"SSD MobileNetV2 (alpha {config.alpha}) face detector, input {config.input_size}x{config.input_size} "
+            f"RGB uint8 ({RESIZE_TEXT[config.resize]}); {weights}; ends in TFLite_Detection_PostProcess: "
+            f"up to {params.max_detections} faces, score >= {params.score_threshold}, {nms} NMS at IoU "
+            f"{params.nms_iou}; boxes normalised [ymin, xmin, ymax, xmax], class 0 = face.")

@@ -36,9 +36,10 @@ from typing import Literal
 import numpy as np
 
 from facedet.pipeline.atomic import atomic_path
-from facedet.model.boxes import SCALE_FACTORS
-from facedet.params.sections import PostProcessConfig
-from facedet.runtime.tflite_detector import OUTPUT_NAMES, POSTPROCESS_OP, fit_to_input, load_interpreter, quiet_interpreter_deprecation
+from facedet.model.boxes import SCALE_FACTORS, corners_to_centre
+from facedet.runtime.detector import fit_to_input
+from facedet.runtime.tflite_detector import (OUTPUT_NAMES, POSTPROCESS_OP, PostProcessParams, load_interpreter,
+                                             quiet_interpreter_deprecation)
 
 log = logging.getLogger(__name__)
 
@@ -47,30 +48,35 @@ INPUT_NAME = "image"
 Quantize = Literal["int8", "float"]
 
 
-def implements_signature(config: PostProcessConfig) -> str:
-    """The `experimental_implements` text (a NameAttrList proto) the converter turns into the op."""
+NUM_CLASSES = 1  # 'face'
+
+
+def implements_signature(params: PostProcessParams) -> str:
+    """The `experimental_implements` text (a NameAttrList proto) the converter turns into the
+    `TFLite_Detection_PostProcess` op (single class 'face'; TF OD API's attribute names)."""
     y, x, h, w = SCALE_FACTORS  # the training box coder's
     attrs = [
-        ("max_detections", "i", config.max_detections),
+        ("max_detections", "i", params.max_detections),
         ("max_classes_per_detection", "i", 1),
-        ("detections_per_class", "i", config.max_detections),  # regular NMS only
-        ("use_regular_nms", "b", str(bool(config.use_regular_nms)).lower()),
-        ("nms_score_threshold", "f", f"{config.score_threshold:.9g}"),
-        ("nms_iou_threshold", "f", f"{config.iou_threshold:.9g}"),
+        ("detections_per_class", "i", params.max_detections),  # regular NMS only
+        ("use_regular_nms", "b", str(bool(params.use_regular_nms)).lower()),
+        ("nms_score_threshold", "f", f"{params.score_threshold:.9g}"),
+        ("nms_iou_threshold", "f", f"{params.nms_iou:.9g}"),
         ("y_scale", "f", y), ("x_scale", "f", x), ("h_scale", "f", h), ("w_scale", "f", w),
-        ("num_classes", "i", config.num_classes),
+        ("num_classes", "i", NUM_CLASSES),
     ]
     parts = [f'name: "{POSTPROCESS_OP}"']
     parts += [f'attr {{ key: "{key}" value {{ {kind}: {value} }} }}' for key, kind, value in attrs]
     return " ".join(parts)
 
 
-def anchors_centre_size(anchors_yxyx: np.ndarray) -> np.ndarray:
-    """(A, 4) normalised `[ymin, xmin, ymax, xmax]` -> float32 (A, 4) `(ycenter, xcenter, h, w)` (the op's layout)."""
+def op_anchors(anchors_yxyx: np.ndarray) -> np.ndarray:
+    """(A, 4) normalised `[ymin, xmin, ymax, xmax]` -> float32 (A, 4) `(ycenter, xcenter, h, w)`, the op's
+    layout; ValueError for a wrong shape or boxes without area (corners in another order?)."""
     a = np.asarray(anchors_yxyx, dtype=np.float64)
     if a.ndim != 2 or a.shape[1] != 4:
         raise ValueError(f"anchors must be (A, 4) [ymin, xmin, ymax, xmax], got shape {a.shape}")
-    centre = np.stack([(a[:, 0] + a[:, 2]) / 2, (a[:, 1] + a[:, 3]) / 2, a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]], -1)
+    centre = corners_to_centre(a)
     if np.any(centre[:, 2:] <= 0):
         raise ValueError("anchors must have positive height and width ([ymin, xmin, ymax, xmax] order?)")
     return centre.astype(np.float32)
@@ -103,7 +109,7 @@ def model_input_size(model) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
-def build_serving_archive(model, anchors_yxyx: np.ndarray, config: PostProcessConfig):
+def build_serving_archive(model, anchors_yxyx: np.ndarray, params: PostProcessParams):
     """A `keras.export.ExportArchive` whose `serving_default` endpoint is the full TFLite graph.
 
     Endpoint: `image` uint8 [1, H, W, 3] -> dict of `OUTPUT_NAMES` (values are placeholders in TF;
@@ -114,12 +120,12 @@ def build_serving_archive(model, anchors_yxyx: np.ndarray, config: PostProcessCo
 
     height, width = model_input_size(model)
     box_shape = split_outputs(model.output)[0].shape
-    anchors = anchors_centre_size(anchors_yxyx)
+    anchors = op_anchors(anchors_yxyx)
     if box_shape[1] is not None and box_shape[1] != len(anchors):
         raise ValueError(f"model predicts {box_shape[1]} boxes but {len(anchors)} anchors were given")
-    n = config.max_detections
+    n = params.max_detections
 
-    @tf.function(experimental_implements=implements_signature(config))
+    @tf.function(experimental_implements=implements_signature(params))
     def detection_postprocess(box_encodings, class_scores, anchors_centre):
         # Placeholder: only its signature matters; the converter replaces it with the custom op.
         del box_encodings, class_scores, anchors_centre
@@ -241,28 +247,20 @@ def verify_tflite(model_path: str | os.PathLike, quantize: Quantize, probe_image
             log.warning("%s: int8 best score %.3f vs float Keras %.3f", model_path, got, best)
 
 
-def export_tflite(
-    model,
-    anchors_yxyx: np.ndarray,
-    representative_images: Iterable[np.ndarray],
-    out_path: str | os.PathLike,
-    quantize: Quantize = "int8",
-    max_detections: int = 100,
-    score_threshold: float = 0.02,
-    iou_threshold: float = 0.4,
-    use_regular_nms: bool = False,
-) -> Path:
+def export_tflite(model, anchors_yxyx: np.ndarray, representative_images: Iterable[np.ndarray],
+                  out_path: str | os.PathLike, params: PostProcessParams, quantize: Quantize = "int8") -> Path:
     """Convert a Keras detector to a `.tflite` ending in TFLite_Detection_PostProcess; return `out_path`.
 
     model: Keras detector (contract in the module docstring), input [B, H, W, 3] pixels 0..255.
     anchors_yxyx: float32 (A, 4) normalised `[ymin, xmin, ymax, xmax]`, in the model's output order.
     representative_images: uint8 (H, W, 3) images already resized to the model input (calibration
       for int8; the first few also probe the exported file in both modes).
+    params: the op's settings (params.yaml `export`: max_detections, score_threshold, nms_iou,
+      use_regular_nms).
     Written atomically; verified (see `verify_tflite`) before it replaces `out_path`.
     """
     if quantize not in ("int8", "float"):
         raise ValueError(f"quantize must be 'int8' or 'float', got {quantize!r}")
-    config = PostProcessConfig(max_detections, score_threshold, iou_threshold, use_regular_nms)
     height, width = model_input_size(model)
     images = [np.asarray(im) for im in representative_images]
     if quantize == "int8" and not images:
@@ -271,22 +269,22 @@ def export_tflite(
         if im.dtype != np.uint8 or im.shape != (height, width, 3):
             raise ValueError(f"representative images must be uint8 ({height}, {width}, 3), got {im.dtype} {im.shape}")
     probes = images[:2] if len(images) >= 2 else images + [np.full((height, width, 3), 128, np.uint8)]
-    archive = build_serving_archive(model, anchors_yxyx, config)
+    archive = build_serving_archive(model, anchors_yxyx, params)
     with tempfile.TemporaryDirectory(prefix="facedet-export-") as tmp:
         archive.write_out(tmp, verbose=False)
         content = convert_saved_model(tmp, quantize, images)
     with atomic_path(out_path) as tmp_path:
         tmp_path.write_bytes(content)
-        verify_tflite(tmp_path, quantize, probes, keras_model=model, score_threshold=score_threshold)
+        verify_tflite(tmp_path, quantize, probes, keras_model=model, score_threshold=params.score_threshold)
     log.debug("wrote %s (%s, %.1f KiB)", out_path, quantize, len(content) / 1024)
     return Path(out_path)
 
 
 def representative_images(tfrecord_paths: Iterable[str | os.PathLike], count: int,
-                          input_size: int | tuple[int, int], resize: str = "stretch") -> Iterator[np.ndarray]:
+                          input_size: int | tuple[int, int], resize: str) -> Iterator[np.ndarray]:
     """`count` images spread evenly over the TFRecords (every k-th record, shards in sorted name
     order), decoded and fitted to the model input as the runner does (`resize`: 'stretch' or
-    'letterbox', see facedet.runtime.tflite_detector): uint8 (H, W, 3) each. Spread, because the first records of sorted WIDER shards all come from
+    'letterbox', see facedet.runtime.detector): uint8 (H, W, 3) each. Spread, because the first records of sorted WIDER shards all come from
     the first events (0--Parade), which would calibrate narrow activation ranges.
 
     Deterministic: no shuffling, so the same shards always calibrate the same way.

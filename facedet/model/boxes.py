@@ -43,16 +43,6 @@ def centre_to_corners(boxes):
     return _stack(ops, [yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2])
 
 
-def corners_to_pixel_xywh(boxes, image_height: float, image_width: float):
-    """(..., 4) normalised `[ymin, xmin, ymax, xmax]` -> (..., 4) pixel `x, y, w, h` in an image of that size."""
-    ops = _ops(boxes)
-    ymin, xmin, ymax, xmax = (boxes[..., i] for i in range(4))
-    return _stack(
-        ops,
-        [xmin * image_width, ymin * image_height, (xmax - xmin) * image_width, (ymax - ymin) * image_height],
-    )
-
-
 def pixel_xywh_to_corners(boxes, image_height: float, image_width: float):
     """(..., 4) pixel `x, y, w, h` -> (..., 4) normalised `[ymin, xmin, ymax, xmax]` (not clipped)."""
     ops = _ops(boxes)

@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 from keras import layers
 
 from facedet.model.anchors import DetectorConfig, anchor_boxes
@@ -162,3 +163,9 @@ def load_detector(model_dir: str | os.PathLike, input_size: int | None = None) -
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
     config = DetectorConfig.from_json(model_dir / "detector.json")
     return at_input_size(model, config, input_size) if input_size else (model, config)
+
+
+def resize_for_model(image: tf.Tensor, input_size: int) -> tf.Tensor:
+    """(H, W, 3) or (B, H, W, 3) image -> float32 [.., S, S, 3] 0..255: the plain bilinear resize
+    (aspect not kept, like TF OD API's fixed_shape_resizer) used for training and inference alike."""
+    return tf.image.resize(tf.cast(image, tf.float32), [input_size, input_size], method="bilinear")

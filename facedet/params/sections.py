@@ -309,24 +309,10 @@ class ExportParams:
     input_sizes: tuple[int, ...] = ()  # square input sizes (px, multiples of 32) besides the trained one
 
     def __post_init__(self) -> None:
+        check_ranges(self, "export")  # also when made in code: the post-process op gets these values as they are
         bad = [size for size in self.input_sizes if size < 32 or size % 32]
         if bad:
             raise ParamsError(f"params.yaml: 'export.input_sizes' must be multiples of 32 (>= 32), got {bad}")
-
-
-@dataclass(frozen=True)
-class PostProcessConfig:
-    """Attributes of the exported `TFLite_Detection_PostProcess` op (single class 'face'), from `export`:
-    the same ranges, checked however it is made."""
-
-    max_detections: int = field_range(1, 10000, default=ExportParams.max_detections)
-    score_threshold: float = field_range(0.0, 0.99, default=ExportParams.score_threshold)
-    iou_threshold: float = field_range(0.01, 1.0, default=ExportParams.nms_iou)
-    use_regular_nms: bool = ExportParams.use_regular_nms
-    num_classes: int = 1
-
-    def __post_init__(self) -> None:
-        check_ranges(self, "post-process")
 
 
 # params.yaml's sections, in its order, and the type each is read as (by the stages listed in dvc.yaml)

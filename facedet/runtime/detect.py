@@ -1,40 +1,32 @@
-"""`facedet detect MODEL.tflite IMAGE_OR_DIR --out DIR`: run an exported face detector on photos.
-
-For each image it writes DIR/<image stem>.json
+"""Run a face detector over photos and write what `facedet detect` promises (the library under
+facedet.cli.detect): list the images of a path, read each (EXIF orientation applied), detect, and
+write, for each image, OUT/<name>.json
 
     {"image": "<path as given>", "width": W, "height": H,
      "faces": [{"box_xywh": [x, y, w, h], "score": s}, ...]}
 
 (boxes in pixels of the image as stored, after its EXIF orientation is applied; best first; only
-faces with score >= --score-threshold) and DIR/<image stem>.jpg with those boxes drawn.
-A directory is read one level deep (.jpg, .jpeg, .png, .bmp, .webp, sorted by name); with --recursive
-its whole tree, and each image's outputs keep its path relative to that directory
-(photos/2024/beach.jpg -> DIR/2024/beach.json, DIR/2024/beach.jpg), as WIDER's event folders need.
+faces with score >= the threshold) and OUT/<name>.jpg with those boxes drawn. A directory is read
+one level deep (.jpg, .jpeg, .png, .bmp, .webp, sorted by name), or, recursively, its whole tree,
+each image's outputs keeping its path relative to that directory (photos/2024/beach.jpg ->
+OUT/2024/beach.json, OUT/2024/beach.jpg), as WIDER's event folders need.
 
-The model is any `.tflite` from `facedet.export.tflite` (uint8 input [1, H, W, 3], TFLite_Detection_PostProcess
-outputs); images are resized to its input as in training (plain resize, aspect not kept).
-TensorFlow is imported only when the command runs, so `facedet --help` stays fast.
+Any `facedet.runtime.detector.Detector` runs here (the command uses the exported `.tflite`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
-import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from facedet.runtime.tflite_detector import TFLiteDetector
+from facedet.runtime.detector import Detector
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-DEFAULT_SCORE_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -111,27 +103,22 @@ def check_out_dir(out_dir: str | os.PathLike) -> None:
             return
 
 
-def detect_faces(model: str | os.PathLike | TFLiteDetector, images: Iterable[str | os.PathLike],
-                 out_dir: str | os.PathLike,
-                 score_threshold: float = DEFAULT_SCORE_THRESHOLD, num_threads: int = 1,
-                 on_error: Callable[[ValueError], None] | None = None,
+def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                 score_threshold: float, on_error: Callable[[ValueError], None] | None = None,
                  root: str | os.PathLike | None = None) -> list[ImageFaces]:
     """Run the detector on each image; write out_dir/<name>.json and out_dir/<name>.jpg (atomically),
-    <name> its path relative to `root` without suffix (default: its stem; see `output_name`).
+    <name> its path relative to `root` without suffix (default: its stem; see `output_name`); keep
+    faces with score >= `score_threshold`.
 
-    model: a TFLiteDetector or the path of an exported .tflite (checked before any image is read:
-    FileNotFoundError if missing, ValueError if it is not a detector export).
     Returns the results of the images that were read. An unreadable image raises ValueError, or,
     with `on_error`, is passed to it and skipped.
     """
     from facedet.pipeline.atomic import atomic_path, write_text_atomic
-    from facedet.evaluate.plots import draw_boxes
-    from facedet.runtime.tflite_detector import TFLiteDetector
+    from facedet.runtime.drawing import draw_boxes
 
     if not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"score threshold must be in [0, 1], got {score_threshold}")
     check_out_dir(out_dir)
-    detector = model if isinstance(model, TFLiteDetector) else TFLiteDetector(model, num_threads=num_threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
@@ -153,74 +140,3 @@ def detect_faces(model: str | os.PathLike | TFLiteDetector, images: Iterable[str
             draw_boxes(pixels, np.zeros((0, 4)), faces, min_score=score_threshold).save(tmp, format="JPEG", quality=90)
         results.append(result)
     return results
-
-
-# ---------------------------------------------------------------------------------------------
-# the command (facedet.cli)
-
-
-def _threshold(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """The detect subcommand."""
-    parser = subparsers.add_parser(
-        "detect", help="find faces in images with an exported .tflite detector",
-        description="Run an exported face detector (.tflite from the export stage, e.g. "
-                    "models/export/face_detector_int8.tflite) on an image or on every image in a directory. "
-                    "Writes OUT/<image stem>.json ({\"image\", \"width\", \"height\", \"faces\": [{\"box_xywh\": "
-                    "[x, y, w, h] in pixels, \"score\"}]}, best first) and OUT/<image stem>.jpg with the boxes drawn; "
-                    "with --recursive, every image in the directory's tree, its outputs at its relative path "
-                    "(DIR/a/b.jpg -> OUT/a/b.json, OUT/a/b.jpg). "
-                    "Exit status 1 if the model or an image cannot be used (each named on one line), "
-                    "2 for usage errors.")
-    parser.add_argument("model", metavar="MODEL.tflite", help="exported detector (uint8 input, post-process outputs)")
-    parser.add_argument("images", metavar="IMAGE_OR_DIR", help="an image, or a directory of images")
-    parser.add_argument("--recursive", "-r", action="store_true",
-                        help="read the directory's whole tree; outputs keep each image's relative path")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
-    parser.add_argument("--score-threshold", type=_threshold, default=DEFAULT_SCORE_THRESHOLD, metavar="S",
-                        help=f"keep faces with score >= S (default {DEFAULT_SCORE_THRESHOLD})")
-    parser.add_argument("--threads", type=int, default=1, metavar="N", help="interpreter threads (default 1)")
-    return parser
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null: hides what TensorFlow's C++ side prints while it loads
-    (CPU / oneDNN banners, 'Created TensorFlow Lite XNNPACK delegate'). Python exceptions raised
-    inside still propagate and are reported after it is restored."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def run(args: argparse.Namespace) -> int:
-    images = list_images(args.images, recursive=args.recursive)
-    root = Path(args.images) if Path(args.images).is_dir() else None
-    check_out_dir(args.out)
-    with quiet_native_stderr():
-        from facedet.runtime.tflite_detector import TFLiteDetector
-
-        detector = TFLiteDetector(args.model, num_threads=max(1, args.threads))
-    failed: list[ValueError] = []
-
-    def report(err: ValueError) -> None:
-        failed.append(err)
-        print(f"facedet detect: error: {err}", file=sys.stderr)
-
-    results = detect_faces(detector, images, args.out, args.score_threshold, on_error=report, root=root)
-    for result in results:
-        print(f"{result.image}: {len(result.faces)} face{'s' * (len(result.faces) != 1)} -> "
-              f"{Path(args.out) / output_name(result.image, root)}.json")
-    return 1 if failed else 0

@@ -1,16 +1,12 @@
 """Run an exported face detector `.tflite` (uint8 input, ends in TFLite_Detection_PostProcess).
 
-`TFLiteDetector(path).detect(image)` takes an original RGB uint8 (H, W, 3) image and returns
-numpy float32 (K, 5) pixel `x, y, w, h, score` in that image, sorted by score descending.
+`TFLiteDetector(path)` is a `facedet.runtime.detector.Detector`: `detect(image)` takes an original
+RGB uint8 (H, W, 3) image and returns numpy float32 (K, 5) pixel `x, y, w, h, score` in that image,
+sorted by score descending.
 
-Resize (`RESIZE_MODES`): 'stretch', plain bilinear to the model input, aspect not kept, half-pixel
-centres, no antialiasing: the same numbers as `tf.image.resize(image, size)` (method 'bilinear',
-antialias=False), which is what training uses; or 'letterbox', the same resize keeping the aspect
-(longer side = input side), the photo at the top-left of a grey canvas: what a model trained on
-native-scale square crops (facedet.train.scale_crop) sees. `resize_bilinear` is numpy only so the runner
-needs no TensorFlow when `ai_edge_litert` is installed. Boxes are normalised, so they map back to
-the original exactly. The export stage records each file's resize mode in `export.json` beside it
-(`EXPORT_MANIFEST`), which the runner reads when not told.
+Photos are fitted to the model input (stretch or letterbox) and boxes mapped back by
+facedet.runtime.detector, as for the Keras model. The export stage records each file's resize mode
+in `export.json` beside it (`EXPORT_MANIFEST`), which the runner reads when not told.
 
 Outputs are found by their signature names (`OUTPUT_NAMES`), or, for files from other exporters
 (TF OD API: 'TFLite_Detection_PostProcess', ':1', ':2', ':3'), by tensor name and shape —
@@ -25,16 +21,23 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
+from facedet.runtime.detector import RESIZE_MODES, Detector, NmsParams, boxes_to_photo_xywh, check_rgb, fit_to_input
 from facedet.runtime.tflite_check import check_tflite_file
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"  # the custom op every exported detector ends in
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
-RESIZE_MODES = ("stretch", "letterbox")
 EXPORT_MANIFEST = "export.json"  # beside the exported files: {"models": [{"file", "input_size", "resize", ...}]}
-LETTERBOX_FILL = 128  # uint8 grey of the letterbox padding (~0 after the model's [-1, 1] normalisation)
+
+
+class PostProcessParams(NmsParams, Protocol):
+    """The `TFLite_Detection_PostProcess` settings an export bakes into the file (params.yaml `export`)."""
+
+    @property
+    def use_regular_nms(self) -> bool: ...
 
 
 def interpreter_class():
@@ -107,48 +110,6 @@ def _outputs_by_shape(details: list[dict]) -> dict[str, dict] | None:
     return dict(zip(OUTPUT_NAMES, (boxes[0], classes[0], scores[0], count[0])))
 
 
-def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 (H, W, C) to `size` = (height, width) like `tf.image.resize` bilinear
-    (half-pixel centres, no antialias); returns uint8 (rounded)."""
-    image = np.asarray(image)
-    out_h, out_w = size
-    if image.shape[:2] == (out_h, out_w):
-        return image.astype(np.uint8, copy=False)
-
-    def axis(in_size: int, out_size: int):
-        coord = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
-        floor = np.floor(coord)
-        lower = np.clip(floor, 0, in_size - 1).astype(np.int64)
-        upper = np.clip(np.ceil(coord), 0, in_size - 1).astype(np.int64)
-        return lower, upper, (coord - floor).astype(np.float32)
-
-    y0, y1, fy = axis(image.shape[0], out_h)
-    x0, x1, fx = axis(image.shape[1], out_w)
-    fx = fx[None, :, None]
-    top, bottom = [np.take(image, y, axis=0).astype(np.float32) for y in (y0, y1)]  # rows first (fast)
-    top, bottom = (np.take(r, x0, axis=1) + (np.take(r, x1, axis=1) - np.take(r, x0, axis=1)) * fx
-                   for r in (top, bottom))
-    out = top + (bottom - top) * fy[:, None, None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def fit_to_input(image: np.ndarray, size: tuple[int, int], resize: str = "stretch"
-                 ) -> tuple[np.ndarray, tuple[float, float]]:
-    """uint8 (H, W, 3) photo -> (uint8 `size` (height, width) model input, (extent_h, extent_w)): the
-    photo px spanned by the whole input, so a normalised box maps back as `y * extent_h, x * extent_w`.
-    resize: 'stretch' (extent = the photo) or 'letterbox' (see the module docstring)."""
-    height, width = image.shape[:2]
-    if resize == "stretch":
-        return resize_bilinear(image, size), (float(height), float(width))
-    if resize != "letterbox":
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
-    ratio = min(size[0] / height, size[1] / width)
-    inner = (max(1, min(size[0], round(height * ratio))), max(1, min(size[1], round(width * ratio))))
-    canvas = np.full((*size, 3), LETTERBOX_FILL, np.uint8)
-    canvas[:inner[0], :inner[1]] = resize_bilinear(image, inner)
-    return canvas, (height * size[0] / inner[0], width * size[1] / inner[1])
-
-
 def read_export_manifest(export_dir: str | os.PathLike) -> list[dict]:
     """The entries of `<export_dir>/export.json`, one per exported file: {'file', 'variant' ('int8',
     'float' at the trained size; 'int8_640' ... at the others), 'quantize', 'input_size', 'resize',
@@ -167,10 +128,10 @@ def manifest_entry(path: str | os.PathLike) -> dict | None:
     return next((e for e in read_export_manifest(path.parent) if e.get("file") == path.name), None)
 
 
-class TFLiteDetector:
+class TFLiteDetector(Detector):
     """A face detector `.tflite` with uint8 input [1, H, W, 3] and the four post-process outputs.
 
-    resize: 'stretch' or 'letterbox' (see the module docstring); None: as the file's `export.json`
+    resize: 'stretch' or 'letterbox' (see facedet.runtime.detector); None: as the file's `export.json`
     entry says, else 'stretch'.
     """
 
@@ -210,23 +171,8 @@ class TFLiteDetector:
     def detect(self, image: np.ndarray) -> np.ndarray:
         """Faces in an original RGB uint8 (H, W, 3) image: float32 (K, 5) pixel
         `x, y, w, h, score` in that image (clipped to it), sorted by score descending."""
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"detect() wants an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+        image = check_rgb(image)
         model_input, extent = fit_to_input(image, self.input_size, self.resize)
         boxes, scores = self.detect_normalised(model_input)
         return boxes_to_photo_xywh(boxes, scores, image.shape[:2], extent)
 
-
-def boxes_to_photo_xywh(boxes: np.ndarray, scores: np.ndarray, photo_size: tuple[int, int],
-                        extent: tuple[float, float]) -> np.ndarray:
-    """Normalised `[ymin, xmin, ymax, xmax]` (K, 4) on the model input + scores (K,) -> float32 (K, 5)
-    pixel `x, y, w, h, score` in the photo (clipped to it, empty boxes dropped), score-descending.
-    extent: from `fit_to_input`."""
-    height, width = photo_size
-    ext_h, ext_w = extent
-    y1, y2 = np.clip(boxes[:, 0] * ext_h, 0, height), np.clip(boxes[:, 2] * ext_h, 0, height)
-    x1, x2 = np.clip(boxes[:, 1] * ext_w, 0, width), np.clip(boxes[:, 3] * ext_w, 0, width)
-    dets = np.stack([x1, y1, x2 - x1, y2 - y1, scores], axis=1).astype(np.float32).reshape(-1, 5)
-    dets = dets[(dets[:, 2] > 0) & (dets[:, 3] > 0)]
-    return dets[np.argsort(-dets[:, 4], kind="stable")]

@@ -14,30 +14,17 @@ stream, so a seed makes the stream reproducible, and `skip` resumes it exactly w
 
 from __future__ import annotations
 
-import glob
-import os
-from pathlib import Path
 
 import tensorflow as tf
 
 from facedet.model.losses import assign_targets
+from facedet.model.ssd import resize_for_model
 from facedet.params.sections import AugmentConfig, TrainParams
 from facedet.train.scale_crop import PAD_VALUE, scale_crop
 from facedet.data.tfrecords import parse_example
 
 
 NO_AUGMENT = AugmentConfig(flip=0.0, crop=0.0, zoom_out=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
-
-
-def list_shards(tfrecord_dir: str | os.PathLike, split: str) -> list[str]:
-    """Sorted `<split>.record-?????-of-?????` files in `tfrecord_dir` (empty list if none)."""
-    return sorted(glob.glob(str(Path(tfrecord_dir) / f"{split}.record-*-of-*")))
-
-
-def resize_for_model(image: tf.Tensor, input_size: int) -> tf.Tensor:
-    """(H, W, 3) or (B, H, W, 3) image -> float32 [.., S, S, 3] 0..255: the plain bilinear resize
-    (aspect not kept, like TF OD API's fixed_shape_resizer) used for training and inference alike."""
-    return tf.image.resize(tf.cast(image, tf.float32), [input_size, input_size], method="bilinear")
 
 
 def _uniform(seed: tf.Tensor, index: int, low: float = 0.0, high: float = 1.0) -> tf.Tensor:

@@ -1,0 +1,123 @@
+"""What a face detector is to its users (`Detector`), and the photo <-> model-input mapping every
+detector shares: fit a photo to the square input, map normalised boxes back to the photo, sort.
+
+A detector takes an RGB uint8 (H, W, 3) photo of any size and returns numpy float32 (K, 5) pixel
+`x, y, w, h, score` in that photo (clipped to it), sorted by score descending: what the official
+WIDER evaluation reads, and what `facedet detect`, the evaluate stages and the real-face benchmark
+consume. The Keras model (facedet.runtime.keras_detector) and the exported `.tflite`
+(facedet.runtime.tflite_detector) both implement it.
+
+Resize (`RESIZE_MODES`): 'stretch', plain bilinear to the model input, aspect not kept, half-pixel
+centres, no antialiasing: the same numbers as `tf.image.resize(image, size)` (method 'bilinear',
+antialias=False), which is what training uses; or 'letterbox', the same resize keeping the aspect
+(longer side = input side), the photo at the top-left of a grey canvas: what a model trained on
+native-scale square crops (facedet.train.scale_crop) sees. Numpy only, so the `.tflite` runner needs
+no TensorFlow when `ai_edge_litert` is installed. Boxes are normalised, so they map back exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import numpy as np
+
+RESIZE_MODES = ("stretch", "letterbox")
+LETTERBOX_FILL = 128  # uint8 grey of the letterbox padding (~0 after the model's [-1, 1] normalisation)
+
+
+class Detector(Protocol):
+    """A face detector: photos in, pixel `x, y, w, h, score` rows out, best first.
+
+    Subclass it explicitly to inherit `detect_many` (one photo at a time); a detector that batches
+    (the Keras model) overrides it.
+    """
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) photo -> float32 (K, 5) pixel `x, y, w, h, score`, score-descending."""
+        ...
+
+    def detect_many(self, images: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Stream of photos -> stream of `detect` results, in order."""
+        return map(self.detect, images)
+
+
+class NmsParams(Protocol):
+    """What a detector keeps: params.yaml `evaluate` (the Keras model) or `export` (baked into the .tflite)."""
+
+    @property
+    def score_threshold(self) -> float: ...
+
+    @property
+    def nms_iou(self) -> float: ...
+
+    @property
+    def max_detections(self) -> int: ...
+
+
+def check_rgb(image: np.ndarray) -> np.ndarray:
+    """The photo as a numpy array; ValueError (one line) unless it is RGB uint8 (H, W, 3)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"detect() wants an RGB uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    return image
+
+
+def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 (H, W, C) to `size` = (height, width) like `tf.image.resize` bilinear
+    (half-pixel centres, no antialias); returns uint8 (rounded)."""
+    image = np.asarray(image)
+    out_h, out_w = size
+    if image.shape[:2] == (out_h, out_w):
+        return image.astype(np.uint8, copy=False)
+
+    def axis(in_size: int, out_size: int):
+        coord = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+        floor = np.floor(coord)
+        lower = np.clip(floor, 0, in_size - 1).astype(np.int64)
+        upper = np.clip(np.ceil(coord), 0, in_size - 1).astype(np.int64)
+        return lower, upper, (coord - floor).astype(np.float32)
+
+    y0, y1, fy = axis(image.shape[0], out_h)
+    x0, x1, fx = axis(image.shape[1], out_w)
+    fx = fx[None, :, None]
+    top, bottom = [np.take(image, y, axis=0).astype(np.float32) for y in (y0, y1)]  # rows first (fast)
+    top, bottom = (np.take(r, x0, axis=1) + (np.take(r, x1, axis=1) - np.take(r, x0, axis=1)) * fx
+                   for r in (top, bottom))
+    out = top + (bottom - top) * fy[:, None, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def fit_to_input(image: np.ndarray, size: tuple[int, int], resize: str) -> tuple[np.ndarray, tuple[float, float]]:
+    """uint8 (H, W, 3) photo -> (uint8 `size` (height, width) model input, (extent_h, extent_w)): the
+    photo px spanned by the whole input, so a normalised box maps back as `y * extent_h, x * extent_w`.
+    resize: 'stretch' (extent = the photo) or 'letterbox' (see the module docstring)."""
+    height, width = image.shape[:2]
+    if resize == "stretch":
+        return resize_bilinear(image, size), (float(height), float(width))
+    if resize != "letterbox":
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
+    ratio = min(size[0] / height, size[1] / width)
+    inner = (max(1, min(size[0], round(height * ratio))), max(1, min(size[1], round(width * ratio))))
+    canvas = np.full((*size, 3), LETTERBOX_FILL, np.uint8)
+    canvas[:inner[0], :inner[1]] = resize_bilinear(image, inner)
+    return canvas, (height * size[0] / inner[0], width * size[1] / inner[1])
+
+
+def sort_by_score(detections: np.ndarray) -> np.ndarray:
+    """(K, 5) `x, y, w, h, score` rows sorted by score, descending (stable: ties keep their order); dtype kept."""
+    detections = np.asarray(detections).reshape(-1, 5)
+    return detections[np.argsort(-detections[:, 4], kind="stable")]
+
+
+def boxes_to_photo_xywh(boxes: np.ndarray, scores: np.ndarray, photo_size: tuple[int, int],
+                        extent: tuple[float, float]) -> np.ndarray:
+    """Normalised `[ymin, xmin, ymax, xmax]` (K, 4) on the model input + scores (K,) -> float32 (K, 5)
+    pixel `x, y, w, h, score` in the photo (clipped to it, empty boxes dropped), score-descending.
+    extent: from `fit_to_input`."""
+    height, width = photo_size
+    ext_h, ext_w = extent
+    y1, y2 = np.clip(boxes[:, 0] * ext_h, 0, height), np.clip(boxes[:, 2] * ext_h, 0, height)
+    x1, x2 = np.clip(boxes[:, 1] * ext_w, 0, width), np.clip(boxes[:, 3] * ext_w, 0, width)
+    dets = np.stack([x1, y1, x2 - x1, y2 - y1, scores], axis=1).astype(np.float32).reshape(-1, 5)
+    return sort_by_score(dets[(dets[:, 2] > 0) & (dets[:, 3] > 0)])

@@ -35,9 +35,9 @@ def match_stats(preset: str, augment: dict, positive_iou: float, negative_iou: f
 
     from facedet.model.anchors import anchor_boxes, load_preset
     from facedet.model.boxes import pairwise_iou
+    from facedet.model.losses import POSITIVE, assign_targets
     from facedet.params.sections import AugmentConfig
     from facedet.train.input import augment_example
-    from facedet.model.losses import POSITIVE, assign_targets
 
     config = load_preset(preset, ROOT / "configs")
     anchors = tf.constant(anchor_boxes(config))

@@ -117,13 +117,13 @@ def main(argv=None) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     import keras
 
-    from facedet.model.anchors import anchor_boxes, load_preset
     from facedet.data.tfrecords import list_shards
-    from facedet.train.input import make_dataset
+    from facedet.model.anchors import anchor_boxes, load_preset
     from facedet.model.losses import detection_loss
     from facedet.params.loader import load_section
     from facedet.params.sections import ModelParams, TrainParams
     from facedet.train.fused_batch_norm import fused_batch_norm
+    from facedet.train.input import make_dataset
     from facedet.train.loop import build_train_state, make_train_step
 
     params = load_section("train", TrainParams)

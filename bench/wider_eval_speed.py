@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import numpy as np  # noqa: E402
-from wider_eval_reference import reference_wider_eval, synthetic_val_set  # noqa: E402
 
 from facedet.evaluate.wider_eval import evaluate_wider, match_predictions  # noqa: E402
+
+from wider_eval_reference import reference_wider_eval, synthetic_val_set  # noqa: E402
 
 
 def main() -> None:

@@ -29,10 +29,10 @@ from typing import Any
 import yaml
 
 from facedet import __version__
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.pipeline.hashing import sha256_of
 from facedet.params.loader import PARAMS_FILE, read_params_file
 from facedet.params.sections import SOURCE_ALIASES
+from facedet.pipeline.atomic import write_text_atomic
+from facedet.pipeline.hashing import sha256_of
 from facedet.pipeline.paths import CONFIGS_DIR, MODEL_DIR, RAW_DIR, TFRECORD_DIR
 
 DATA_OUTS = (str(RAW_DIR), str(TFRECORD_DIR))  # as dvc.lock names them

@@ -40,12 +40,12 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     import keras
 
     from facedet import __version__
-    from facedet.model.anchors import DetectorConfig, anchor_boxes
-    from facedet.export.tflite import export_tflite, representative_images, verify_tflite
-    from facedet.model.ssd import at_input_size
-    from facedet.export.metadata import metadata_description, write_detector_metadata, writer_unavailable_reason
-    from facedet.runtime.tflite_detector import EXPORT_MANIFEST
     from facedet.data.tfrecords import list_shards
+    from facedet.export.metadata import metadata_description, write_detector_metadata, writer_unavailable_reason
+    from facedet.export.tflite import export_tflite, representative_images, verify_tflite
+    from facedet.model.anchors import DetectorConfig, anchor_boxes
+    from facedet.model.ssd import at_input_size
+    from facedet.runtime.tflite_detector import EXPORT_MANIFEST
 
     if reason := writer_unavailable_reason():  # fail before minutes of conversion, not after
         raise SystemExit(f"export: {reason}")

@@ -19,12 +19,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from facedet.data.download import DownloadError
-
-from facedet.data.wider_fetch import fetch_widerface
 from facedet.data.extra_train import add_extra_train, index_paths
 from facedet.data.local_wider import write_local_wider
 from facedet.data.sources import write_sources_json
 from facedet.data.synthetic import write_synthetic_dataset
+from facedet.data.wider_fetch import fetch_widerface
 from facedet.data.wider_gt import WiderFormatError
 from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import DataParams

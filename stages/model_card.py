@@ -19,8 +19,15 @@ from facedet.model_card import build_model_card, load_inputs, read_json_if_prese
 from facedet.params.loader import exit_on_bad_params
 from facedet.pipeline.atomic import write_text_atomic
 from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import (CONFIGS_DIR, EVALUATE_DIR, EVALUATE_TFLITE_DIR, EXPORT_DIR, MODEL_CARD_DIR,
-                                    MODEL_DIR, MODEL_METRICS)
+from facedet.pipeline.paths import (
+    CONFIGS_DIR,
+    EVALUATE_DIR,
+    EVALUATE_TFLITE_DIR,
+    EXPORT_DIR,
+    MODEL_CARD_DIR,
+    MODEL_DIR,
+    MODEL_METRICS,
+)
 from facedet.pipeline.stage_args import stage_parser
 from facedet.runtime.tflite_detector import read_export_manifest
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facedet.export.tflite import export_tflite
 from facedet.data.wider_mat import EvalImage, write_eval_mats
+from facedet.export.tflite import export_tflite
 from facedet.params.sections import ExportParams
+
 from standin_detector import GRID, SIZE, build_standin, face_image, standin_anchors
 
 ROOT = Path(__file__).resolve().parents[1]

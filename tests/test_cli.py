@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from facedet.cli import build_parser, main
-from facedet.evaluate.submission import write_predictions
 from facedet.data.wider_mat import EvalImage, write_eval_mats
+from facedet.evaluate.submission import write_predictions
 from facedet.evaluate.wider_eval import evaluate_wider
 
 

@@ -15,10 +15,11 @@ import tensorflow as tf
 from PIL import Image
 
 from facedet.cli import main
-from facedet.runtime.detect import detect_faces, list_images
-from facedet.runtime.tflite_detector import TFLiteDetector
 from facedet.export.tflite import export_tflite
 from facedet.params.sections import ExportParams
+from facedet.runtime.detect import detect_faces, list_images
+from facedet.runtime.tflite_detector import TFLiteDetector
+
 from standin_detector import GRID, build_standin, face_image, standin_anchors
 
 

@@ -10,14 +10,15 @@ import keras
 import numpy as np
 import pytest
 
+from facedet.export.tflite import export_tflite
 from facedet.model.anchors import DetectorConfig, anchor_boxes
 from facedet.model.boxes import pairwise_iou, pixel_xywh_to_corners
 from facedet.model.ssd import BATCH_NORM_MOMENTUM, build_detector
-from facedet.export.tflite import export_tflite
+from facedet.params.sections import ExportParams
 from facedet.runtime.detector import Detector
 from facedet.runtime.keras_detector import KerasDetector
 from facedet.runtime.tflite_detector import TFLiteDetector
-from facedet.params.sections import ExportParams
+
 from standin_detector import face_image
 
 CONFIG = DetectorConfig(input_size=64, alpha=0.35, feature_strides=(8, 16, 32, 64), min_scale=0.1, max_scale=0.7,

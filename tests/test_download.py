@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from facedet.data.download import DRIVE_URL, DownloadError, HashLock, Pin, download_file, mirror_urls
-from facedet.params.sections import MIRROR_FILES, Mirror, SyntheticParams, WiderfaceParams
 from facedet.data.synthetic import write_synthetic_dataset
-from facedet.params.loader import ParamsError, build
 from facedet.data.wider_archive import EVAL_TOOLS_ZIP, WiderArchive
 from facedet.data.wider_fetch import ARCHIVES, MAT_FILES, OFFLINE_HINT, fetch_widerface, mirror_url
+from facedet.params.loader import ParamsError, build
+from facedet.params.sections import MIRROR_FILES, Mirror, SyntheticParams, WiderfaceParams
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = bytes(range(256)) * 400  # 100 kB stand-in for WIDER_val.zip

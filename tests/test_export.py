@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facedet.export.tflite import (POSTPROCESS_OP, export_tflite, implements_signature, representative_images,
-                                   tflite_ops)
+from facedet.export.tflite import POSTPROCESS_OP, export_tflite, implements_signature, representative_images, tflite_ops
+from facedet.params.sections import ExportParams
 from facedet.runtime.detector import resize_bilinear
 from facedet.runtime.tflite_detector import OUTPUT_NAMES, load_interpreter
-from facedet.params.sections import ExportParams
+
 from standin_detector import SIZE, build_standin, face_image, standin_anchors
 
 MAX_DETECTIONS, SCORE_THRESHOLD, IOU = 10, 0.05, 0.4

@@ -17,13 +17,13 @@ import yaml
 from PIL import Image
 
 from facedet.data.annotations import AnnotationError
-from facedet.params.sections import DataParams, ExtraSource, FilterParams, SyntheticParams
-from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.extra_train import add_extra_train, write_extra_index
 from facedet.data.filtering import run_filter
-from facedet.params.loader import ParamsError, build
-from facedet.data.wider_gt import WiderFormatError
+from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.wider_archive import WiderArchive
+from facedet.data.wider_gt import WiderFormatError
+from facedet.params.loader import ParamsError, build
+from facedet.params.sections import DataParams, ExtraSource, FilterParams, SyntheticParams
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,9 +25,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from facedet.params.sections import SyntheticParams
 from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.wider_archive import IMAGES_ZIP, image_member
+from facedet.params.sections import SyntheticParams
+
 from pipeline_copy import SMALL, fresh_copy, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,6 +127,7 @@ def on_tiny_disk(mount: Path, size_kb: int, command: str, cwd: Path, prepare: st
 def standin_tflite(tmp_path_factory) -> Path:
     from facedet.export.tflite import export_tflite
     from facedet.params.sections import ExportParams
+
     from standin_detector import build_standin, face_image, standin_anchors
 
     path = tmp_path_factory.mktemp("tflite") / "face.tflite"
@@ -281,7 +283,7 @@ def test_a_stalled_imagenet_download_fails_within_the_timeout_in_one_line(stalle
 
 
 def test_a_stalled_mirror_fails_within_the_timeout_in_one_line(stalled_server, tmp_path):
-    from facedet.data.download import DownloadError, Downloader
+    from facedet.data.download import Downloader, DownloadError
 
     started = time.monotonic()
     with pytest.raises(DownloadError) as error:
@@ -308,9 +310,9 @@ def test_a_filter_that_empties_a_split_stops_with_the_params_named(tmp_path, cha
 
 
 def test_an_evaluation_set_with_no_faces_is_an_error_not_ap_minus_one(tmp_path):
-    from facedet.evaluate.score import evaluate_detector
     from facedet.data.filtering import FilteredImage
     from facedet.data.wider_archive import WiderArchive
+    from facedet.evaluate.score import evaluate_detector
     from facedet.runtime.detector import Detector
 
     class Blind(Detector):
@@ -365,9 +367,9 @@ def _cwd(pid: str) -> Path | None:
 
 
 def test_fetch_checks_free_space_before_a_download(tmp_path, monkeypatch):
+    from facedet.data.download import Downloader, Pin
     from facedet.pipeline import disk
     from facedet.pipeline.disk import DiskFullError
-    from facedet.data.download import Downloader, Pin
 
     source = tmp_path / "mirror" / "WIDER_val.zip"
     source.parent.mkdir()

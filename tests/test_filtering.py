@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from facedet.params.sections import FilterParams
 from facedet.data.filtering import filter_split, inspect_image, inspect_images, load_filtered, run_filter
 from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import WiderRecord, format_gt_txt
+from facedet.params.sections import FilterParams
 
 
 def jpeg(width: int, height: int, mode: str = "RGB", fmt: str = "JPEG", noise: bool = False) -> bytes:
@@ -144,8 +144,8 @@ def test_tables_are_deterministic(tmp_path):
 
 
 def _bad_raw(tmp_path, fault):
-    from facedet.params.sections import SyntheticParams
     from facedet.data.synthetic import write_synthetic_dataset
+    from facedet.params.sections import SyntheticParams
 
     raw = tmp_path / "data/raw"
     write_synthetic_dataset(SyntheticParams(seed=2, train_images=3, val_images=2, min_side=48, max_side=64), raw)

@@ -10,9 +10,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
+from facedet.data.tfrecords import list_shards
 from facedet.model.anchors import DetectorConfig, anchor_boxes
 from facedet.params.sections import AugmentConfig
-from facedet.data.tfrecords import list_shards
 from facedet.train.input import NO_AUGMENT, augment_and_resize, make_dataset
 
 TINY = DetectorConfig(input_size=64, alpha=0.35, feature_strides=(8, 16, 32, 64), min_scale=0.1, max_scale=0.7,

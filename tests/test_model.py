@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from facedet.model.anchors import DetectorConfig, anchor_boxes, layer_box_shapes, load_preset
-from facedet.pipeline.paths import CONFIGS_DIR
 from facedet.model.ssd import BackboneWeightsError, at_input_size, build_detector, load_detector
+from facedet.pipeline.paths import CONFIGS_DIR
 from facedet.train.save import save_detector
 
 REPO = Path(__file__).resolve().parents[1]

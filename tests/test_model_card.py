@@ -15,6 +15,7 @@ from facedet.export.tflite import export_tflite
 from facedet.model_card import build_model_card, dvc_lock_hashes, git_lineage, render_markdown
 from facedet.params.sections import ExportParams
 from stages.model_card import main as model_card_stage
+
 from standin_detector import build_standin, face_image, standin_anchors
 
 PARAMS = {"data": {"source": "embedded", "embedded": {"seed": 2026}}, "model": {"preset": "tiny_64"},

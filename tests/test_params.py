@@ -18,8 +18,7 @@ import pytest
 import yaml
 
 from facedet.params.loader import ParamsError, build, field_range, load_section, read_params_file
-from facedet.params.sections import (SECTIONS, DataParams, ExportParams, SyntheticParams,
-                                     TrainParams)
+from facedet.params.sections import SECTIONS, DataParams, ExportParams, SyntheticParams, TrainParams
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 

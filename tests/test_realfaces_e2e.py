@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from facedet.data.local_wider import write_local_wider
+from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import format_gt_txt, parse_gt_txt
 from facedet.data.wider_mat import EVAL_MAT_FILES, read_eval_ground_truth, write_eval_mats
-from facedet.data.wider_archive import WiderArchive
 
 REALFACES = Path(__file__).resolve().parents[2] / "shared" / "realfaces"
 pytestmark = pytest.mark.skipif(not (REALFACES / "widerface").is_dir() or not (REALFACES / "facemask_voc").is_dir(),

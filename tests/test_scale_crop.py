@@ -13,6 +13,7 @@ from facedet.model.anchors import anchor_boxes
 from facedet.params.sections import AugmentConfig
 from facedet.train.input import make_dataset
 from facedet.train.scale_crop import scale_crop
+
 from test_input import TINY, write_face_records
 
 

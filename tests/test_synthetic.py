@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facedet.params.sections import SyntheticParams
 from facedet.data.synthetic import subset_membership, write_synthetic_dataset
 from facedet.data.wider_archive import WiderArchive
+from facedet.params.sections import SyntheticParams
 
 SMALL = SyntheticParams(seed=5, train_images=150, val_images=50, min_side=64, max_side=160, max_faces=15)
 

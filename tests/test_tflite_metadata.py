@@ -19,12 +19,18 @@ import pytest
 from PIL import Image
 
 from facedet.data.synthetic import render_image
+from facedet.export.metadata import (
+    LABEL_FILE,
+    MetadataWriterUnavailable,
+    read_detector_metadata,
+    write_detector_metadata,
+    writer_unavailable_reason,
+)
 from facedet.export.tflite import export_tflite
-from facedet.export.metadata import (LABEL_FILE, MetadataWriterUnavailable, read_detector_metadata,
-                                     write_detector_metadata, writer_unavailable_reason)
+from facedet.params.sections import ExportParams
 from facedet.runtime.detector import resize_bilinear
 from facedet.runtime.tflite_detector import OUTPUT_NAMES, TFLiteDetector, load_interpreter
-from facedet.params.sections import ExportParams
+
 from standin_detector import SIZE, build_standin, face_image, standin_anchors
 
 METADATA_NAME = {"detection_boxes": "location", "detection_classes": "category",

@@ -4,15 +4,17 @@ returns pixel `x, y, w, h, score` rows in that photo, best first."""
 from __future__ import annotations
 
 import json
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from facedet.export.tflite import export_tflite
+from facedet.params.sections import ExportParams
 from facedet.runtime.detector import LETTERBOX_FILL, fit_to_input
 from facedet.runtime.tflite_detector import EXPORT_MANIFEST, TFLiteDetector
-from facedet.params.sections import ExportParams
+
 from standin_detector import GRID, build_standin, face_image, standin_anchors
 
 

@@ -12,9 +12,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from facedet.params.sections import FilterParams, ShardParams, SyntheticParams
-from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.filtering import load_filtered, run_filter
+from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.tfrecords import (
     ExampleEncoder,
     ShardCheckError,
@@ -27,6 +26,7 @@ from facedet.data.tfrecords import (
     write_shards,
 )
 from facedet.data.wider_archive import WiderArchive
+from facedet.params.sections import FilterParams, ShardParams, SyntheticParams
 
 
 def read_all(paths):

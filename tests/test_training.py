@@ -18,13 +18,13 @@ import keras
 import numpy as np
 import pytest
 
-from facedet.params.sections import EvaluateParams
+from facedet.params.sections import EvaluateParams, TrainParams
 from facedet.runtime.keras_detector import KerasDetector
-from facedet.params.sections import TrainParams
 from facedet.train.curves import restore_live_files
 from facedet.train.fused_batch_norm import FusedBatchNormalization, fused_batch_norm
 from facedet.train.loop import train
 from facedet.train.schedule import learning_rate_at
+
 from test_input import TINY, write_face_records
 
 REPO = Path(__file__).resolve().parents[1]

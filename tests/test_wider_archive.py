@@ -9,9 +9,9 @@ import pytest
 from test_wider_gt import GT
 from test_wider_mat import eval_set
 
+from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import WiderFormatError
 from facedet.data.wider_mat import eval_mat_bytes
-from facedet.data.wider_archive import WiderArchive
 
 
 def _zip(path, members):

@@ -3,7 +3,6 @@ against the slow literal port of the official code (tests/wider_eval_reference.p
 
 import numpy as np
 import pytest
-from wider_eval_reference import reference_wider_eval, synthetic_val_set
 
 from facedet.data.wider_mat import EvalImage
 from facedet.evaluate.wider_eval import (
@@ -13,6 +12,8 @@ from facedet.evaluate.wider_eval import (
     score_thresholds,
     voc_ap,
 )
+
+from wider_eval_reference import reference_wider_eval, synthetic_val_set
 
 ALL = ("easy", "medium", "hard")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic_wider import TRAIN_FACES, TRAIN_IMAGES, ZERO_FACE_IMAGES, full_size_gt_txt
 
 from facedet.data.wider_gt import WiderFormatError, WiderRecord, eval_key, format_gt_txt, image_of_key, parse_gt_txt
+
+from synthetic_wider import TRAIN_FACES, TRAIN_IMAGES, ZERO_FACE_IMAGES, full_size_gt_txt
 
 GT = """0--Parade/0_Parade_marchingband_1_849.jpg
 1

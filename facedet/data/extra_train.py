@@ -28,11 +28,7 @@ import numpy as np
 from facedet.data.annotations import AnnotationError, check_image_name, check_size, image_size, wider_row
 from facedet.data.coco_json import read_coco
 from facedet.data.local_wider import gt_line_numbers, locate, read_gt
-from facedet.params.sections import ExtraSource
-from facedet.pipeline.hashing import sha256_of
-from facedet.pipeline.paths import EXTRA_DIR
 from facedet.data.voc import read_voc, to_zero_based
-from facedet.data.wider_gt import WiderRecord, format_gt_txt
 from facedet.data.wider_archive import (
     GT_TXT_MEMBER,
     IMAGES_ZIP,
@@ -43,6 +39,10 @@ from facedet.data.wider_archive import (
     stored_zip_writer,
     zip_bytes,
 )
+from facedet.data.wider_gt import WiderRecord, format_gt_txt
+from facedet.params.sections import ExtraSource
+from facedet.pipeline.hashing import sha256_of
+from facedet.pipeline.paths import EXTRA_DIR
 
 
 @dataclass

@@ -28,10 +28,10 @@ import pandas as pd
 from PIL import Image
 
 from facedet.data.image_check import decode_problem
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.params.sections import FilterParams
-from facedet.data.wider_gt import FACE_COLUMNS, WiderRecord
 from facedet.data.wider_archive import WiderArchive
+from facedet.data.wider_gt import FACE_COLUMNS, WiderRecord
+from facedet.params.sections import FilterParams
+from facedet.pipeline.lifetime import die_with_parent
 
 SUPPORTED_MODES = ("RGB", "L", "CMYK", "RGBA", "LA", "P", "PA", "1")  # what the shard stage can store as RGB
 # reasons, in the order they are checked (a face/image is counted under the first that applies)

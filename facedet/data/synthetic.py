@@ -38,9 +38,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from facedet.params.sections import SyntheticParams
-from facedet.data.wider_gt import WiderRecord, format_gt_txt
-from facedet.data.wider_mat import eval_images_of, eval_mat_bytes
 from facedet.data.wider_archive import (
     EVAL_GT_DIR_MEMBER,
     EVAL_TOOLS_ZIP,
@@ -50,7 +47,9 @@ from facedet.data.wider_archive import (
     image_member,
     zip_bytes,
 )
-
+from facedet.data.wider_gt import WiderRecord, format_gt_txt
+from facedet.data.wider_mat import eval_images_of, eval_mat_bytes
+from facedet.params.sections import SyntheticParams
 
 # (event folder, file-name words) like the real WIDER events
 EVENTS = (

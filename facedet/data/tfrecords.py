@@ -25,10 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from facedet.model.boxes import pixel_xywh_to_corners
+from facedet.params.sections import ShardParams
 from facedet.pipeline.atomic import remove_stale_temps
 from facedet.pipeline.disk import translate_disk_full
 from facedet.pipeline.lifetime import die_with_parent
-from facedet.params.sections import ShardParams
 
 FACE_LABEL = 1
 FACE_TEXT = b"face"

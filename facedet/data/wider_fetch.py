@@ -22,12 +22,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from facedet.pipeline.atomic import atomic_path
-from facedet.pipeline.disk import require_free_space
-from facedet.params.sections import Mirror, WiderfaceParams
-from facedet.data.download import DRIVE_URL, DownloadError, Downloaded, Downloader, HashLock, Pin
-from facedet.data.wider_gt import WiderFormatError
-from facedet.data.wider_mat import EVAL_MAT_FILES
+from facedet.data.download import DRIVE_URL, Downloaded, Downloader, DownloadError, HashLock, Pin
 from facedet.data.wider_archive import (
     EVAL_GT_DIR_MEMBER,
     EVAL_TOOLS_ZIP,
@@ -38,6 +33,11 @@ from facedet.data.wider_archive import (
     repack_stored,
     zip_bytes,
 )
+from facedet.data.wider_gt import WiderFormatError
+from facedet.data.wider_mat import EVAL_MAT_FILES
+from facedet.params.sections import Mirror, WiderfaceParams
+from facedet.pipeline.atomic import atomic_path
+from facedet.pipeline.disk import require_free_space
 
 _TFDS = "published: tensorflow_datasets wider_face checksums.tsv"
 _MATS = "published: clibdev/WiderFace-Evaluation README (official ground truth)"

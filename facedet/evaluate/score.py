@@ -20,15 +20,15 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from facedet.evaluate import plots
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.evaluate.coco_eval import coco_metrics
 from facedet.data.filtering import FilteredImage
-from facedet.runtime.detector import Detector
-from facedet.evaluate.submission import write_predictions
-from facedet.data.wider_mat import EvalImage
 from facedet.data.wider_archive import WiderArchive
+from facedet.data.wider_mat import EvalImage
+from facedet.evaluate import plots
+from facedet.evaluate.coco_eval import coco_metrics
+from facedet.evaluate.submission import write_predictions
 from facedet.evaluate.wider_eval import evaluate_matches, match_predictions, recall_by_face_size
+from facedet.pipeline.atomic import write_text_atomic
+from facedet.runtime.detector import Detector
 
 RECALL_SCORE_THRESHOLD = 0.5  # the operating point of the recall-by-face-size chart
 

@@ -84,8 +84,11 @@ def _writer_modules() -> SimpleNamespace:
         from tensorflow_lite_support.metadata import metadata_schema_py_generated as schema
         from tensorflow_lite_support.metadata import schema_py_generated as model_schema
         from tensorflow_lite_support.metadata.python import metadata
-        from tensorflow_lite_support.metadata.python.metadata_writers import (metadata_info, object_detector,
-                                                                              writer_utils)
+        from tensorflow_lite_support.metadata.python.metadata_writers import (
+            metadata_info,
+            object_detector,
+            writer_utils,
+        )
     except ImportError as err:  # package missing, or its native module lacks libusb-1.0
         raise MetadataWriterUnavailable(f"TFLite metadata writer unavailable ({err}); {INSTALL_HINT}") from err
     return SimpleNamespace(object_detector=object_detector, metadata_info=metadata_info,

@@ -35,11 +35,16 @@ from typing import Literal
 
 import numpy as np
 
-from facedet.pipeline.atomic import atomic_path
 from facedet.model.boxes import SCALE_FACTORS, corners_to_centre
+from facedet.pipeline.atomic import atomic_path
 from facedet.runtime.detector import fit_to_input
-from facedet.runtime.tflite_detector import (OUTPUT_NAMES, POSTPROCESS_OP, PostProcessParams, load_interpreter,
-                                             quiet_interpreter_deprecation)
+from facedet.runtime.tflite_detector import (
+    OUTPUT_NAMES,
+    POSTPROCESS_OP,
+    PostProcessParams,
+    load_interpreter,
+    quiet_interpreter_deprecation,
+)
 
 log = logging.getLogger(__name__)
 

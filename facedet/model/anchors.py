@@ -28,7 +28,6 @@ from facedet.params.loader import ParamsError, build, field_range
 from facedet.pipeline.paths import CONFIGS_DIR
 
 
-
 @dataclass(frozen=True)
 class DetectorConfig:
     """Everything needed to rebuild the detector and its anchors (saved as `detector.json`).

@@ -14,15 +14,13 @@ stream, so a seed makes the stream reproducible, and `skip` resumes it exactly w
 
 from __future__ import annotations
 
-
 import tensorflow as tf
 
+from facedet.data.tfrecords import parse_example
 from facedet.model.losses import assign_targets
 from facedet.model.ssd import resize_for_model
 from facedet.params.sections import AugmentConfig, TrainParams
 from facedet.train.scale_crop import PAD_VALUE, scale_crop
-from facedet.data.tfrecords import parse_example
-
 
 NO_AUGMENT = AugmentConfig(flip=0.0, crop=0.0, zoom_out=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
 

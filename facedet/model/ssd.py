@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras import layers
 
 from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.backbone_weights import BackboneWeightsError, load_backbone_weights
 from facedet.params.sections import TrainParams
 
 # MobileNetV2 layers read at each stride (the TF OD API's ssd_mobilenet_v2 taps, plus stride 8).
@@ -31,10 +32,6 @@ CLASS_PRIOR = 0.01  # initial face probability of every anchor (bias prior init)
 # Keras' MobileNetV2 uses batch-norm momentum 0.999: its moving statistics would lag ~1000 steps
 # behind weights trained from scratch in a few thousand steps, so inference would see stale ones.
 BATCH_NORM_MOMENTUM = 0.99
-
-
-class BackboneWeightsError(RuntimeError):
-    """The requested backbone weights cannot be loaded (offline ImageNet download, missing file)."""
 
 
 def _conv_bn_relu(x, filters: int, name: str, kernel: int = 1, strides: int = 1):
@@ -65,43 +62,54 @@ def _socket_timeout(seconds: float):
 
 def build_backbone(image, config: DetectorConfig, weights: str | None = None,
                    download_timeout_s: float = TrainParams.download_timeout_s) -> keras.Model:
-    """MobileNetV2 (no top) applied to the normalised `image` tensor.
+    """MobileNetV2 (no top) applied to `image`, float32 [B, S, S, 3] already scaled to [-1, 1] (the
+    scaling its ImageNet weights were trained with: `keras.applications.mobilenet_v2.preprocess_input`).
 
-    weights: None (random init), 'imagenet' (downloads; fails with one clear line offline, or when
-    the server sends nothing for `download_timeout_s`), or the path to a weights file for this
-    MobileNetV2 (e.g. Keras' `..._no_top.h5`).
+    weights: None (random init), 'imagenet' (Keras downloads them; fails with one clear line offline, or
+    when the server sends nothing for `download_timeout_s`), or the path to a Keras HDF5 weights file of
+    this MobileNetV2 (e.g. Keras' `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5`),
+    loaded layer by layer by name (`facedet.model.backbone_weights`).
     """
     if weights in (None, "none"):
         weights = None
-    elif weights != "imagenet" and not Path(weights).is_file():
-        raise BackboneWeightsError(f"backbone weights file not found: {weights}")
     shape = (config.input_size, config.input_size, 3)
+    if weights not in (None, "imagenet"):
+        backbone = keras.applications.MobileNetV2(input_shape=shape, alpha=config.alpha, include_top=False,
+                                                  weights=None, input_tensor=image)
+        load_backbone_weights(backbone, weights)
+        return backbone
     try:
         with _socket_timeout(download_timeout_s):
             return keras.applications.MobileNetV2(
                 input_shape=shape, alpha=config.alpha, include_top=False, weights=weights, input_tensor=image
             )
-    except Exception as err:  # download or file errors
-        if weights == "imagenet" and (isinstance(err, TimeoutError) or "timed out" in str(err)):
+    except Exception as err:  # download errors
+        if isinstance(err, TimeoutError) or "timed out" in str(err):
             raise BackboneWeightsError(
                 f"backbone_weights=imagenet: the download sent nothing for {download_timeout_s:g} s "
                 "(train.download_timeout_s; offline or a stalled proxy?): use 'none' or a local weights file path"
             ) from None
-        if weights == "imagenet":
-            raise BackboneWeightsError(
-                "backbone_weights=imagenet needs to download MobileNetV2 weights (offline?): "
-                f"use 'none' or a local weights file path ({type(err).__name__}: {err})"
-            ) from None
-        raise BackboneWeightsError(f"cannot load backbone weights {weights}: {err}") from None
+        raise BackboneWeightsError(
+            "backbone_weights=imagenet needs to download MobileNetV2 weights (offline?): "
+            f"use 'none' or a local weights file path ({type(err).__name__}: {err})"
+        ) from None
 
 
 def build_detector(config: DetectorConfig, backbone_weights: str | None = None,
-                   download_timeout_s: float = TrainParams.download_timeout_s) -> keras.Model:
-    """The SSD detector for `config` (see the module docstring for the input/output contract)."""
+                   download_timeout_s: float = TrainParams.download_timeout_s,
+                   frozen_backbone_batch_norm: bool = False) -> keras.Model:
+    """The SSD detector for `config` (see the module docstring for the input/output contract).
+
+    frozen_backbone_batch_norm: the backbone's BatchNormalization layers are not trainable, so they run in
+    inference mode with the statistics, gamma and beta they were loaded with (detectron2's FrozenBN)."""
     size = config.input_size
     image = keras.Input((size, size, 3), name="image", dtype="float32")
     normalised = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")(image)
     backbone = build_backbone(normalised, config, backbone_weights, download_timeout_s)
+    if frozen_backbone_batch_norm:
+        for layer in backbone.layers:
+            if isinstance(layer, layers.BatchNormalization):
+                layer.trainable = False
     channels = config.head_channels
 
     # Pyramid: backbone taps up to stride 32, extra downsampling layers beyond.

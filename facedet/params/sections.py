@@ -254,7 +254,8 @@ class TrainParams:
     warmup_steps: int = field_range(0, 10_000_000)
     weight_decay: float = field_range(0.0, 1.0)
     seed: int = 7
-    backbone_weights: str = "none"  # none | imagenet | <path to a MobileNetV2 weights file>
+    backbone_weights: str = "none"  # none | imagenet | <path to a Keras HDF5 weights file of the backbone>
+    backbone_batch_norm: Literal["train", "frozen"] = "train"  # frozen: backbone batch norm keeps its (ImageNet) statistics
     download_timeout_s: float = field_range(1, 3600, default=60)  # imagenet: give up when nothing comes for this long
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     checkpoint_every: int = field_range(1, 10_000_000, default=250)

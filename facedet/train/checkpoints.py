@@ -12,6 +12,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from facedet.model.anchors import DetectorConfig
+from facedet.model.backbone_weights import backbone_weights_record
 from facedet.params.sections import TrainParams
 from facedet.pipeline.atomic import write_text_atomic
 
@@ -32,7 +33,8 @@ def recipe(config: DetectorConfig, params: TrainParams, train_files: list[str]) 
         with open(path, "rb") as shard:
             while block := shard.read(1 << 22):
                 digest.update(block)
-    return {"detector": dataclasses.asdict(config), "train": train, "train_shards_sha256": digest.hexdigest()}
+    return {"detector": dataclasses.asdict(config), "train": train, "train_shards_sha256": digest.hexdigest(),
+            "backbone": backbone_weights_record(params.backbone_weights)}
 
 
 def restore(checkpoint: tf.train.Checkpoint, checkpoint_dir: Path, run_recipe: dict, chief: bool = True) -> int:

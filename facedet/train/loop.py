@@ -26,6 +26,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.backbone_weights import backbone_weights_record
 from facedet.model.losses import detection_loss
 from facedet.model.ssd import build_detector
 from facedet.params.sections import LossConfig, TrainParams
@@ -54,7 +55,8 @@ class TrainState:
 def build_train_state(params: TrainParams, config: DetectorConfig, strategy: tf.distribute.Strategy) -> TrainState:
     """The detector (random or `backbone_weights` init) and a built optimizer, under `strategy`."""
     with strategy.scope():
-        model = build_detector(config, params.backbone_weights, params.download_timeout_s)
+        model = build_detector(config, params.backbone_weights, params.download_timeout_s,
+                               frozen_backbone_batch_norm=params.backbone_batch_norm == "frozen")
         optimizer = make_optimizer(params)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -175,7 +177,7 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
     if board is not None:
         board.close()
     if chief:
-        save_detector(state.model, config, model_dir)
+        save_detector(state.model, config, model_dir, backbone_weights_record(params.backbone_weights))
     return metrics
 
 

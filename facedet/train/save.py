@@ -19,13 +19,18 @@ SHARED_OBJECT_ID = re.compile(rb'"shared_object_id": (\d+)')  # id() of a shared
 SAVE_DATE = "1980-01-01@00:00:00"  # metadata.json's date_saved, fixed like the zip members' dates
 
 
-def save_detector(model: keras.Model, config: DetectorConfig, model_dir: str | os.PathLike) -> None:
-    """Write `model_dir/model.keras` and `model_dir/detector.json` (the directory replaced atomically)."""
+def save_detector(model: keras.Model, config: DetectorConfig, model_dir: str | os.PathLike,
+                  backbone: dict | None = None) -> None:
+    """Write `model_dir/model.keras`, `model_dir/detector.json` and, given `backbone` (the record of
+    `facedet.model.backbone_weights.backbone_weights_record`), `model_dir/backbone.json`: the directory
+    replaced atomically."""
     with atomic_path(model_dir, is_dir=True) as tmp:
         model.save(tmp / "saved.keras")
         _without_save_time(tmp / "saved.keras", tmp / "model.keras")
         (tmp / "saved.keras").unlink()
         (tmp / "detector.json").write_text(config.to_json(), encoding="utf-8")
+        if backbone is not None:
+            (tmp / "backbone.json").write_text(json.dumps(backbone, indent=2) + "\n", encoding="utf-8")
 
 
 def _without_save_time(source: Path, target: Path) -> None:

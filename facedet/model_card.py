@@ -8,7 +8,8 @@
   (reports/evaluate_tflite/metrics.json: int8, float, int8 - float, and the same at each extra
   export size), with the input size each was scored at;
 - lineage: the git commit (and whether the work tree differs from it), the dataset source and the
-  DVC hashes of data/raw and data/tfrecords as recorded in dvc.lock, every param of params.yaml.
+  DVC hashes of data/raw and data/tfrecords as recorded in dvc.lock, every param of params.yaml, and
+  the backbone weights training started from (their sha256 for a file: models/detector/backbone.json).
 
 `render_markdown(card)` turns it into models/model_card.md. Missing inputs (no dvc.lock, no git,
 no metrics yet) are recorded as such, never guessed.
@@ -161,7 +162,8 @@ def machine_description() -> str:
 
 
 def build_model_card(*, params: Mapping[str, Any], detector_config: Mapping[str, Any],
-                     preset_config: Mapping[str, Any] | None, tflite_files: Mapping[str, str | os.PathLike],
+                     preset_config: Mapping[str, Any] | None, backbone: Mapping[str, Any] | None,
+                     tflite_files: Mapping[str, str | os.PathLike],
                      keras_metrics: Mapping[str, Any] | None, tflite_metrics: Mapping[str, Any] | None,
                      lock_path: str | os.PathLike = "dvc.lock", repo: str | os.PathLike = ".",
                      latency_runs: int = 50) -> dict[str, Any]:
@@ -187,6 +189,7 @@ def build_model_card(*, params: Mapping[str, Any], detector_config: Mapping[str,
         "data": {"source": source, "description": DATASET_SOURCES.get(source, source),
                  "dvc": dvc_lock_hashes(lock_path)},
         "code": git_lineage(repo),
+        "backbone": dict(backbone) if backbone is not None else None,
         "params": dict(params),
         "measured_on": machine_description(),
     }
@@ -220,6 +223,16 @@ def _metrics_table(card: Mapping[str, Any]) -> list[str]:
     lines = ["| metric | " + " | ".join(c for c, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(_fmt(m.get(name)) for _, m in columns) + " |" for name in names]
     return lines
+
+
+def _backbone_line(backbone: Mapping[str, Any] | None) -> str:
+    """The lineage line of the weights training started from (models/detector/backbone.json)."""
+    if backbone is None:
+        return "- Backbone start: not recorded (a model trained before models/detector/backbone.json existed)"
+    if backbone.get("sha256"):
+        return f"- Backbone start: `{backbone['backbone_weights']}`, sha256 `{backbone['sha256']}`"
+    return f"- Backbone start: `{backbone['backbone_weights']}`" + (
+        " (random initialisation)" if backbone["backbone_weights"] == "none" else " (Keras' download)")
 
 
 def render_markdown(card: Mapping[str, Any]) -> str:
@@ -262,6 +275,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
               f"- Git commit: `{commit}`" + (" (work tree had uncommitted changes: "
                                               + ", ".join(code["dirty_paths"][:10]) + ")" if code.get("dirty") else "")
               if commit else f"- Git commit: unknown ({code.get('note')})",
+              _backbone_line(card.get("backbone")),
               f"- Reproduce: `git checkout {commit or '<commit>'} && dvc repro` "
               "(params below are params.yaml as used).",
               "", "## Params (params.yaml)", "", "```yaml", yaml.safe_dump(card["params"], sort_keys=False).rstrip(),
@@ -283,7 +297,8 @@ def write_model_card(card: Mapping[str, Any], md_path: str | os.PathLike, json_p
 
 def load_inputs(params_path: str | os.PathLike = PARAMS_FILE, model_dir: str | os.PathLike = MODEL_DIR,
                 configs_dir: str | os.PathLike = CONFIGS_DIR) -> dict[str, Any]:
-    """params.yaml, detector.json and the preset YAML it came from (None if that file is gone)."""
+    """params.yaml, detector.json, the preset YAML it came from (None if that file is gone) and
+    backbone.json (the weights training started from; None for a model trained before it existed)."""
     params = read_params_file(params_path)  # reads floats as DVC writes them ('1e-05')
     detector_config = read_json_if_present(Path(model_dir) / "detector.json")
     if detector_config is None:
@@ -292,4 +307,5 @@ def load_inputs(params_path: str | os.PathLike = PARAMS_FILE, model_dir: str | o
     preset_path = Path(configs_dir) / f"{preset}.yaml"
     preset_config = (yaml.safe_load(preset_path.read_text(encoding="utf-8"))
                      if preset and preset_path.is_file() else None)
-    return {"params": params, "detector_config": detector_config, "preset_config": preset_config}
+    return {"params": params, "detector_config": detector_config, "preset_config": preset_config,
+            "backbone": read_json_if_present(Path(model_dir) / "backbone.json")}

@@ -21,6 +21,7 @@ from standin_detector import build_standin, face_image, standin_anchors
 PARAMS = {"data": {"source": "embedded", "embedded": {"seed": 2026}}, "model": {"preset": "tiny_64"},
           "train": {"steps": 10}, "export": {"max_detections": 10, "use_regular_nms": False}}
 DETECTOR = {"input_size": 64, "alpha": 0.35, "feature_strides": [8]}
+BACKBONE = {"backbone_weights": "weights/mobilenet_v2_no_top.h5", "sha256": "c0ffee" * 10 + "beef"}
 KERAS = {"wider_easy_ap": 0.91, "wider_medium_ap": 0.8, "wider_hard_ap": 0.5, "coco_ap": 0.4}
 TFLITE = {"int8": {"wider_easy_ap": 0.9, "wider_medium_ap": 0.79, "wider_hard_ap": 0.48, "coco_ap": 0.39},
           "float": {"wider_easy_ap": 0.91, "wider_medium_ap": 0.8, "wider_hard_ap": 0.5, "coco_ap": 0.4},
@@ -59,7 +60,8 @@ def project(tmp_path):
 
 
 def card_for(project, tflite_files, **overrides):
-    kwargs = dict(params=PARAMS, detector_config=DETECTOR, preset_config={"input_size": 64}, tflite_files=tflite_files,
+    kwargs = dict(params=PARAMS, detector_config=DETECTOR, preset_config={"input_size": 64}, backbone=BACKBONE,
+                  tflite_files=tflite_files,
                   keras_metrics=KERAS, tflite_metrics=TFLITE, lock_path=project / "dvc.lock", repo=project,
                   latency_runs=3)
     return build_model_card(**(kwargs | overrides))
@@ -77,6 +79,8 @@ def test_the_card_traces_the_model_to_its_data_params_and_code(project, tflite_f
     assert card["params"] == PARAMS
     assert card["model"]["preset"] == "tiny_64" and card["model"]["detector_config"] == DETECTOR
     assert card["metrics"] == {"keras_float": KERAS, "tflite": TFLITE}
+    assert card["backbone"] == BACKBONE
+    assert f"- Backbone start: `weights/mobilenet_v2_no_top.h5`, sha256 `{BACKBONE['sha256']}`" in render_markdown(card)
 
 
 def test_the_card_describes_each_shipped_file(project, tflite_files):

@@ -256,6 +256,7 @@ class TrainParams:
     seed: int = 7
     backbone_weights: str = "none"  # none | imagenet | <path to a Keras HDF5 weights file of the backbone>
     backbone_batch_norm: Literal["train", "frozen"] = "train"  # frozen: backbone batch norm keeps its (ImageNet) statistics
+    frozen_backbone_blocks: int = field_range(0, 18, default=0)  # the backbone's stem and blocks below this stay as loaded
     download_timeout_s: float = field_range(1, 3600, default=60)  # imagenet: give up when nothing comes for this long
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     checkpoint_every: int = field_range(1, 10_000_000, default=250)

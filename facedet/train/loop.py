@@ -56,7 +56,8 @@ def build_train_state(params: TrainParams, config: DetectorConfig, strategy: tf.
     """The detector (random or `backbone_weights` init) and a built optimizer, under `strategy`."""
     with strategy.scope():
         model = build_detector(config, params.backbone_weights, params.download_timeout_s,
-                               frozen_backbone_batch_norm=params.backbone_batch_norm == "frozen")
+                               frozen_backbone_batch_norm=params.backbone_batch_norm == "frozen",
+                               frozen_backbone_blocks=params.frozen_backbone_blocks)
         optimizer = make_optimizer(params)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")

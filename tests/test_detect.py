@@ -59,7 +59,8 @@ def test_a_folder_of_photos_gives_json_and_drawn_images(model, photos, tmp_path,
     out = tmp_path / "out"
     assert main(["detect", str(model), str(folder), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["group.jpg", "group.json", "selfie.jpg", "selfie.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".facedet-detect-outputs", "group.jpg", "group.json", "selfie.jpg", "selfie.json"]  # what it wrote, listed
     for stem, box in expected.items():
         result = json.loads((out / f"{stem}.json").read_text())
         assert set(result) == {"image", "width", "height", "faces"}
@@ -161,7 +162,7 @@ def test_recursive_reads_a_tree_of_folders_and_keeps_each_relative_path(model, p
     out = tmp_path / "out"
     assert main(["detect", str(model), str(folder), "--recursive", "--out", str(out)]) == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "0--Parade/deeper/selfie.jpg", "0--Parade/deeper/selfie.json", "0--Parade/group.jpg", "0--Parade/group.json"]
+        ".facedet-detect-outputs", "0--Parade/deeper/selfie.jpg", "0--Parade/deeper/selfie.json", "0--Parade/group.jpg", "0--Parade/group.json"]
     result = json.loads((out / "0--Parade/deeper/selfie.json").read_text())
     assert result["image"] == str(event / "deeper/selfie.jpg")
     np.testing.assert_allclose(result["faces"][0]["box_xywh"], expected["selfie"], atol=0.02)
@@ -176,3 +177,38 @@ def test_recursive_allows_one_stem_in_two_folders_but_not_twice_in_one(tmp_path)
     Image.new("RGB", (40, 30)).save(tmp_path / "tree/a/x.png")
     with pytest.raises(ValueError, match="a/x.jpg and a/x.png share the stem 'a/x'"):
         list_images(tmp_path / "tree", recursive=True)
+
+
+def files_under(folder):
+    """Every file under `folder` with its bytes, the hidden ones included."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_detect_never_writes_into_its_input_or_over_a_file_it_did_not_write(model, photos, tmp_path, capsys):
+    folder, _ = photos
+    originals = files_under(folder)
+    # The typo that used to overwrite every photo with its drawn copy: --out is the input folder.
+    assert main(["detect", str(model), str(folder), "--out", str(folder)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"facedet detect: error: --out {folder}: ") and "input" in line
+    assert files_under(folder) == originals
+    # Nor a folder inside the input tree.
+    assert main(["detect", str(model), str(folder), "--recursive", "--out", str(folder / "detections")]) == 1
+    assert "input" in capsys.readouterr().err and files_under(folder) == originals
+    # One photo, --out its own folder: its drawn copy would replace it.
+    assert main(["detect", str(model), str(folder / "selfie.jpg"), "--out", str(folder)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{folder / 'selfie.jpg'} exists and was not written by facedet detect" in line
+    assert files_under(folder) == originals
+    # A file of the user's in --out with an output's name: refused before anything is written.
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "selfie.json").write_text("my notes")
+    assert main(["detect", str(model), str(folder), "--out", str(out)]) == 1
+    assert "selfie.json exists and was not written by facedet detect" in capsys.readouterr().err
+    assert files_under(out) == {"selfie.json": b"my notes"}
+    # What detect wrote itself it may write again: a second run into the same --out works.
+    fresh = tmp_path / "fresh"
+    assert main(["detect", str(model), str(folder), "--out", str(fresh)]) == 0
+    assert main(["detect", str(model), str(folder), "--out", str(fresh)]) == 0
+    assert files_under(folder) == originals

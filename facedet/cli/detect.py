@@ -17,7 +17,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from facedet.runtime.detect import check_out_dir, detect_faces, list_images, output_name
+from facedet.runtime.detect import detect_faces, list_images, output_name
+from facedet.runtime.output_guard import OutputGuard
 
 DEFAULT_SCORE_THRESHOLD = 0.5  # what a user wants drawn; the evaluation keeps far lower scores (params.yaml)
 
@@ -71,7 +72,7 @@ def quiet_native_stderr() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     images = list_images(args.images, recursive=args.recursive)
     root = Path(args.images) if Path(args.images).is_dir() else None
-    check_out_dir(args.out)
+    OutputGuard(args.out, [root] if root is not None else [], images)  # refuse before loading the model
     with quiet_native_stderr():
         from facedet.runtime.tflite_detector import TFLiteDetector
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facedet.runtime.detector import Detector
+from facedet.runtime.output_guard import OutputGuard
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -93,16 +94,6 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: cannot read image ({detail})") from None
 
 
-def check_out_dir(out_dir: str | os.PathLike) -> None:
-    """Raise ValueError (one line) if `out_dir` exists and is not a directory (or lies under a file)."""
-    path = Path(out_dir)
-    for where in (path, *path.parents):
-        if where.exists() and not where.is_dir():
-            raise ValueError(f"--out {out_dir}: {where} is a file, not a directory: give a directory for the results")
-        if where.exists():
-            return
-
-
 def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                  score_threshold: float, on_error: Callable[[ValueError], None] | None = None,
                  root: str | os.PathLike | None = None) -> list[ImageFaces]:
@@ -111,18 +102,21 @@ def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_di
     faces with score >= `score_threshold`.
 
     Returns the results of the images that were read. An unreadable image raises ValueError, or,
-    with `on_error`, is passed to it and skipped.
+    with `on_error`, is passed to it and skipped. Nothing is written into `root`, nor over a file in
+    `out_dir` that detect did not write (facedet.runtime.output_guard): ValueError before any output.
     """
     from facedet.pipeline.atomic import atomic_path, write_text_atomic
     from facedet.runtime.drawing import draw_boxes
 
     if not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"score threshold must be in [0, 1], got {score_threshold}")
-    check_out_dir(out_dir)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    images = [Path(p) for p in images]
+    root = Path(root) if root is not None else None
+    guard = OutputGuard(out_dir, [root] if root is not None else [], images)
+    names = [output_name(image_path, root) for image_path in images]
+    guard.check(Path(f"{name}{suffix}") for name in names for suffix in (".json", ".jpg"))
     results = []
-    for image_path in map(Path, images):
+    for image_path, name in zip(images, names):
         try:
             pixels = read_rgb(image_path)
         except ValueError as err:
@@ -133,10 +127,8 @@ def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_di
         faces = detector.detect(pixels)
         faces = faces[faces[:, 4] >= score_threshold]
         result = ImageFaces(image_path, pixels.shape[1], pixels.shape[0], faces)
-        name = output_name(image_path, Path(root) if root is not None else None)
-        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / f"{name}.json", json.dumps(result.to_json(), indent=2) + "\n")
-        with atomic_path(out_dir / f"{name}.jpg") as tmp:
+        write_text_atomic(guard.record(Path(f"{name}.json")), json.dumps(result.to_json(), indent=2) + "\n")
+        with atomic_path(guard.record(Path(f"{name}.jpg"))) as tmp:
             draw_boxes(pixels, np.zeros((0, 4)), faces, min_score=score_threshold).save(tmp, format="JPEG", quality=90)
         results.append(result)
     return results

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+STAGE_PYTHON = "sh stages/python"  # every stage runs with the interpreter that runs DVC
 
 
 def facedet_imports(path: Path) -> set[Path]:
@@ -47,7 +48,7 @@ def stages() -> dict:
 def test_each_stage_depends_on_exactly_the_code_it_runs():
     for name, stage in stages().items():
         module = f"stages/{name}.py"
-        assert stage["cmd"] in (f"python -m stages.{name}", f"python -m stages.{name} ${{key}}")
+        assert stage["cmd"] in (f"{STAGE_PYTHON} -m stages.{name}", f"{STAGE_PYTHON} -m stages.{name} ${{key}}")
         code_deps = {d for d in stage["deps"] if d.startswith("facedet/")}
         assert module in stage["deps"], name
         assert code_deps == import_closure(REPO / module), name
@@ -126,3 +127,20 @@ def test_stage_path_flags_default_to_the_paths_dvc_yaml_lists():
         untracked = [d for d in defaults - untracked_ok
                      if not any(Path(p) == d or d in Path(p).parents for p in tracked)]
         assert untracked == [], (name, "path flags whose default dvc.yaml does not list for the stage")
+
+
+def test_stages_run_with_the_python_that_runs_dvc_without_an_activated_venv(tmp_path):
+    """`.venv/bin/dvc repro` from a shell where the venv is not activated: PATH finds no Python with
+    our packages (a plain `python` in a stage command failed with "No module named 'tqdm'"), yet
+    the stage runs with DVC's own interpreter."""
+    dvc = Path(sys.executable).parent / "dvc"
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages/python").write_bytes((REPO / "stages/python").read_bytes())
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"which": {
+        "cmd": f"{STAGE_PYTHON} -c \"import sys, tqdm; open('which.txt', 'w').write(sys.executable)\"",
+        "outs": [{"which.txt": {"cache": False}}]}}}))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)
+    run = subprocess.run([dvc, "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert Path((tmp_path / "which.txt").read_text()).parent == Path(sys.executable).parent  # the venv's bin/

@@ -275,6 +275,17 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def headline_metrics(card: Mapping[str, Any]) -> dict[str, float | None]:
+    """What `dvc metrics show`, `dvc exp show` and `dvc exp diff` compare between runs: the shipped int8
+    file's WIDER Easy / Medium / Hard AP and COCO AP on the val split, its size and 1-thread latency
+    (None where not measured). The only DVC metrics file, so the table stays a few columns wide."""
+    shipped = (card["metrics"].get("tflite") or {}).get("int8") or {}
+    facts = card["files"].get("int8") or {}
+    return {"easy_ap": shipped.get("wider_easy_ap"), "medium_ap": shipped.get("wider_medium_ap"),
+            "hard_ap": shipped.get("wider_hard_ap"), "coco_ap": shipped.get("coco_ap"),
+            "size_kb": facts.get("size_kb"), "latency_ms": facts.get("latency_ms_1_thread")}
+
+
 def write_model_card(card: Mapping[str, Any], md_path: str | os.PathLike, json_path: str | os.PathLike) -> None:
     """Write the card as Markdown and JSON, each atomically."""
     write_text_atomic(json_path, json.dumps(card, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""Working as a team, as the README shows it: one member runs the pipeline and pushes to a shared
+"""Working as a team, as docs/team.md shows it: one member runs the pipeline and pushes to a shared
 DVC remote; a teammate clones, pulls, and has nothing to recompute; a stage run a teammate pushed
 comes back from the run cache instead of running; a changed `train.*` param re-runs training and
 what follows it, never the data stages; a recipe run before comes back from the run cache;
@@ -186,8 +186,8 @@ def test_metrics_diff_and_plots_diff_compare_the_experiments(team, experiments):
 
 @pytest.mark.slow
 def test_the_shipped_model_is_fetched_by_name_with_its_model_card(team, tmp_path):
-    run(["git", "tag", "-a", "face-detector@v0.1.0", "-m", "face-detector 0.1.0"], team.a)
-    run(["dvc", "artifacts", "get", str(team.a), "face-detector", "-o", "detector.tflite"], tmp_path)
+    run(["git", "tag", "-a", "face-detector-run@v0.1.0", "-m", "face-detector-run 0.1.0"], team.a)
+    run(["dvc", "artifacts", "get", str(team.a), "face-detector-run", "-o", "detector.tflite"], tmp_path)
     assert (tmp_path / "detector.tflite").read_bytes() == \
         (team.a / "models/export/face_detector_int8.tflite").read_bytes()
     assert "face_detector_int8.tflite" in run(["dvc", "ls", str(team.a), "models/export"], tmp_path)

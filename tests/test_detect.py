@@ -198,11 +198,17 @@ def test_detect_never_writes_into_its_input_or_over_a_file_it_did_not_write(mode
     # Nor a folder inside the input tree.
     assert main(["detect", str(model), str(folder), "--recursive", "--out", str(folder / "detections")]) == 1
     assert "input" in capsys.readouterr().err and files_under(folder) == originals
-    # One photo, --out its own folder: its drawn copy would replace it.
-    assert main(["detect", str(model), str(folder / "selfie.jpg"), "--out", str(folder)]) == 1
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert f"{folder / 'selfie.jpg'} exists and was not written by facedet detect" in line
-    assert files_under(folder) == originals
+    # One photo, --out its own folder: its drawn copy would replace it (or sit beside it, a photo to the next run).
+    for name in ("selfie.jpg", "group.png"):
+        assert main(["detect", str(model), str(folder / name), "--out", str(folder)]) == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line == (f"facedet detect: error: --out {folder}: is the folder of the input {name}: detect never "
+                        f"writes beside what it reads; choose another --out (nothing was written)")
+        assert files_under(folder) == originals
+    # Nor over the input itself by another name for its folder.
+    (tmp_path / "alias").symlink_to(folder)
+    assert main(["detect", str(model), str(tmp_path / "alias"), "--out", str(folder)]) == 1
+    assert "input" in capsys.readouterr().err and files_under(folder) == originals
     # A file of the user's in --out with an output's name: refused before anything is written.
     out = tmp_path / "out"
     out.mkdir()

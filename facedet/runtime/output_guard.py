@@ -29,8 +29,9 @@ class OutputGuard:
     """The output directory of one detect run.
 
     `input_dirs`: the folders detect reads (the output directory may be neither one of them nor
-    inside one); `input_files`: every file it reads (none may be an output).
-    Raises ValueError (one line) when `out_dir` breaks either rule."""
+    inside one); `input_files`: every file it reads (none may be an output, and the output directory
+    may not be the folder holding one: its drawn copies would sit beside the photos, and be read as
+    photos by the next run on that folder). Raises ValueError (one line) when `out_dir` breaks a rule."""
 
     def __init__(self, out_dir: str | os.PathLike, input_dirs: Sequence[Path] = (),
                  input_files: Iterable[Path] = ()) -> None:
@@ -43,6 +44,10 @@ class OutputGuard:
                 raise ValueError(f"--out {out_dir}: lies inside the input folder {folder}: detect never writes into "
                                  f"what it reads; choose an --out outside it (nothing was written)")
         self._inputs = {p.resolve() for p in input_files}
+        for item in self._inputs:
+            if resolved == item.parent:
+                raise ValueError(f"--out {out_dir}: is the folder of the input {item.name}: detect never writes beside "
+                                 f"what it reads; choose another --out (nothing was written)")
 
     def written_before(self) -> set[str]:
         """The files (relative to the output directory, posix) that earlier runs of detect wrote there."""

@@ -194,3 +194,13 @@ def test_the_readme_is_a_short_front_door_and_ci_runs_its_two_commands():
         assert (REPO / page).is_file(), page
     for page in sorted((REPO / "docs").glob("*.md")):
         assert f"docs/{page.name}" in readme, f"the README does not link {page.name}"
+
+
+def test_the_docs_name_only_files_the_repository_has():
+    """A path to code in the docs (`facedet/...py`, `stages/...`, `bench/...`, `tests/...`) exists, and no
+    page sends the reader to a design note outside the repository (the old `DESIGN.md` sections)."""
+    for page in PAGES:
+        text = page.read_text()
+        assert "DESIGN.md" not in text, page.name
+        for path in re.findall(r"`((?:facedet|stages|bench|tests)/[\w/]+\.py)", text):
+            assert (REPO / path).is_file(), f"{page.name}: {path} does not exist"

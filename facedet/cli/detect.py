@@ -54,6 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """The detect subcommand."""
     parser = subparsers.add_parser(
         "detect", help="find faces in images, folders, videos or a URL with an exported .tflite detector",
+        usage="facedet detect INPUT --out DIR [--model MODEL.tflite] [--format {json,wider,coco}] [--recursive]\n"
+              "                      [--score-threshold S] [--threads N]",
         description="Run an exported face detector on an image, every image and video in a directory, a video "
                     "file or an http(s) URL of an image. --format json (default) writes OUT/<image stem>.json "
                     "({\"image\", \"width\", \"height\", \"faces\": [{\"box_xywh\": [x, y, w, h] in pixels, "

@@ -369,12 +369,16 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         "",
         "## Verdict", "", card["verdict"], "",
         "## Real photos", "", *_real_photo_lines(card), "",
-        "## Intended use", "", *[f"- {line}" for line in card["intended_use"]], "",
+        "## Intended use", "",
+        *([] if card.get("scored_on_real_photos") else
+          ["This model: testing the pipeline only (see the verdict). A model of this pipeline trained and "
+           "scored on real photos is meant for:", ""]),
+        *[f"- {line}" for line in card["intended_use"]], "",
         "## Out of scope", "", *[f"- {line}" for line in card["out_of_scope"]], "",
         "## Recommended score threshold", "",
         f"Keep faces with score >= {card['recommended_score_threshold']} (`facedet detect`'s default, "
         "`--score-threshold`). The file itself returns detections down to `export.score_threshold` "
-        f"({_fmt((card['params'].get('export') or {}).get('score_threshold'))}) so that AP can be measured "
+        f"({(card['params'].get('export') or {}).get('score_threshold', 'n/a')}) so that AP can be measured "
         "over every score: below the recommended threshold, more of them are background.", "",
         "## Files", "",
         "| variant | file | size (KB) | input | median latency, 1 thread (ms) | sha256 |", "|---|---|---|---|---|---|",

@@ -155,6 +155,7 @@ def test_the_verdict_says_what_the_numbers_mean_for_the_data_they_were_scored_on
     assert "synthetic smoke-test data" in synthetic["verdict"] and "nothing about real photos" in synthetic["verdict"]
     assert text.index("## Verdict") < text.index("## Files")  # read first
     assert "No real-photo figures: this run's val split is synthetic" in text
+    assert "This model: testing the pipeline only (see the verdict)" in text
     real = {**PARAMS, "data": {"source": "local", "local": {"path": "/data/widerface"}}}
     hopeless = {**TFLITE, "int8": {**TFLITE["int8"], "wider_easy_ap": 0.0008, "wider_medium_ap": 0.0005,
                                    "wider_hard_ap": 0.0002, "file": "face_detector_int8.tflite", "input_size": 256}}

@@ -245,7 +245,8 @@ def _override(key: str, value: Any, new: bool) -> str:
     return f"-S '{'+' if new else ''}{key}={text}'"
 
 
-def reproduce_command(params: Mapping[str, Any], code: Mapping[str, Any], repo: str | os.PathLike = ".") -> dict[str, Any]:
+def reproduce_command(params: Mapping[str, Any], code: Mapping[str, Any],
+                      repo: str | os.PathLike = ".") -> dict[str, Any]:
     """How to get this model again: {'command', 'exact': bool, 'note'}. A clean checkout: `git checkout
     <commit> && dvc repro`. Params that differ from the commit's params.yaml (`dvc exp run -S`, an
     edited file) become `-S key=value` overrides of `dvc exp run`; other uncommitted changes make

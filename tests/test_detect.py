@@ -165,7 +165,8 @@ def test_recursive_reads_a_tree_of_folders_and_keeps_each_relative_path(model, p
     out = tmp_path / "out"
     assert main(["detect", str(model), str(folder), "--recursive", "--out", str(out)]) == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        ".facedet-detect-outputs", "0--Parade/deeper/selfie.jpg", "0--Parade/deeper/selfie.json", "0--Parade/group.jpg", "0--Parade/group.json"]
+        ".facedet-detect-outputs", "0--Parade/deeper/selfie.jpg", "0--Parade/deeper/selfie.json",
+        "0--Parade/group.jpg", "0--Parade/group.json"]
     result = json.loads((out / "0--Parade/deeper/selfie.json").read_text())
     assert result["image"] == str(event / "deeper/selfie.jpg")
     np.testing.assert_allclose(result["faces"][0]["box_xywh"], expected["selfie"], atol=0.02)
@@ -369,8 +370,9 @@ def test_format_wider_is_what_eval_wider_scores_and_format_coco_is_a_coco_result
                  "--model", str(model), "--out", str(pred)]) == 0
     assert sorted(p.relative_to(pred).as_posix() for p in pred.rglob("*.txt")) == [
         "0--Parade/group.txt", "0--Parade/selfie.txt"]
-    assert main(["eval-wider", "--pred", str(pred), "--gt", str(tmp_path / "gt"), "--json", str(tmp_path / "ap.json")]) == 0
-    assert json.loads((tmp_path / "ap.json").read_text()) == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
+    scored = tmp_path / "ap.json"
+    assert main(["eval-wider", "--pred", str(pred), "--gt", str(tmp_path / "gt"), "--json", str(scored)]) == 0
+    assert json.loads(scored.read_text()) == {"easy": 1.0, "medium": 1.0, "hard": 1.0}
 
     coco = tmp_path / "coco"
     assert main(["detect", str(event), "--format", "coco", "--model", str(model), "--out", str(coco)]) == 0

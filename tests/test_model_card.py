@@ -4,6 +4,7 @@ DVC data hashes it came from; what is unknown (no dvc.lock, no git) is said, not
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 
@@ -186,7 +187,8 @@ def test_the_card_states_use_licence_and_the_threshold_detect_uses(project, tfli
 
 
 def test_the_reproduce_line_carries_uncommitted_params_and_says_when_it_is_not_exact(project, tflite_files):
-    head = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
     clean = card_for(project, tflite_files)["reproduce"]
     assert clean == {"command": f"git checkout {head} && dvc repro", "exact": True,
                      "note": "the params are those the run used"}
@@ -208,8 +210,7 @@ def test_the_lineage_hashes_the_backbone_weights_file(project, tflite_files, tmp
     weights = tmp_path / "mobilenet_v2.weights.h5"
     weights.write_bytes(b"weights" * 1000)
     card = card_for(project, tflite_files, params={**PARAMS, "train": {"steps": 10, "backbone_weights": str(weights)}})
-    import hashlib
-
-    assert card["backbone_weights"] == {"param": str(weights), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert card["backbone_weights"] == {"param": str(weights), "sha256": digest}
     assert card["backbone_weights"]["sha256"] in render_markdown(card)
     assert card_for(project, tflite_files)["backbone_weights"]["sha256"] == "none"

@@ -27,12 +27,12 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from facedet.runtime.detect import (detect_each, detect_faces, detect_video, is_video, list_inputs,
                                     output_name)
-from facedet.runtime.detector import RECOMMENDED_SCORE_THRESHOLD
+from facedet.runtime.detector import RECOMMENDED_SCORE_THRESHOLD, Detector
 from facedet.runtime.output_guard import OutputGuard
 
 # The released real-face model (models/release/model_card.md): the phone-size int8 file, in this checkout.
@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         return run_detector(args, detector, guard, inputs, root, labels)
 
 
-def run_detector(args: argparse.Namespace, detector, guard: OutputGuard, inputs: list[Path], root: Path | None,
+def run_detector(args: argparse.Namespace, detector: Detector, guard: OutputGuard, inputs: list[Path],
+                 root: Path | None,
                  labels: dict[Path, str]) -> int:
     """Detect in every input and write what --format asks; 1 if an input failed (each named on stderr)."""
     failed: list[ValueError] = []
@@ -208,8 +209,8 @@ def run_detector(args: argparse.Namespace, detector, guard: OutputGuard, inputs:
     return 1 if failed else 0
 
 
-def write_wider(detector, guard: OutputGuard, images: list[Path], root: Path | None, score_threshold: float,
-                report, labels: dict[Path, str]) -> None:
+def write_wider(detector: Detector, guard: OutputGuard, images: list[Path], root: Path | None, score_threshold: float,
+                report: Callable[[ValueError], None], labels: dict[Path, str]) -> None:
     """OUT/<event>/<stem>.txt per image (facedet.evaluate.submission's format), each written atomically."""
     from facedet.evaluate.submission import format_prediction_file
     from facedet.pipeline.atomic import write_text_atomic
@@ -225,8 +226,8 @@ def write_wider(detector, guard: OutputGuard, images: list[Path], root: Path | N
           f"(score them: facedet eval-wider --pred {guard.out_dir} --gt GT_DIR)")
 
 
-def write_coco(detector, guard: OutputGuard, images: list[Path], root: Path | None, score_threshold: float,
-               report, labels: dict[Path, str]) -> None:
+def write_coco(detector: Detector, guard: OutputGuard, images: list[Path], root: Path | None, score_threshold: float,
+               report: Callable[[ValueError], None], labels: dict[Path, str]) -> None:
     """OUT/detections_coco.json (COCO results, image ids 1..N in input order) and OUT/images_coco.json
     (the COCO `images` and `categories` those ids refer to), written atomically."""
     from types import SimpleNamespace

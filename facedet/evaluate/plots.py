@@ -92,7 +92,8 @@ def write_recall_by_size_csv(path: str | os.PathLike, bins: Sequence[Any]) -> No
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(["min_height_px", "face_height_px", "faces", "recalled", "recall"])
             for b in bins:
-                writer.writerow([f"{b.lower:g}", b.label, b.faces, b.recalled, "" if not b.faces else f"{b.recall:.6f}"])
+                recall = "" if not b.faces else f"{b.recall:.6f}"
+                writer.writerow([f"{b.lower:g}", b.label, b.faces, b.recalled, recall])
 
 
 def plot_recall_by_size(path: str | os.PathLike, bins: Sequence[Any], title: str = "recall by face height") -> None:

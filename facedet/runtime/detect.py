@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def detect_each(detector: Detector, images: Iterable[Path], score_threshold: flo
         yield ImageFaces(image_path, pixels.shape[1], pixels.shape[0], faces, label), pixels
 
 
-def draw_faces(pixels: np.ndarray, faces: np.ndarray, score_threshold: float):
+def draw_faces(pixels: np.ndarray, faces: np.ndarray, score_threshold: float) -> Any:
     """A PIL image of `pixels` with `faces` ((K, 5) pixel x, y, w, h, score) drawn, each with its score."""
     from facedet.runtime.drawing import draw_boxes
 

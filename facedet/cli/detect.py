@@ -215,7 +215,7 @@ def write_wider(detector: Detector, guard: OutputGuard, images: list[Path], root
     from facedet.evaluate.submission import format_prediction_file
     from facedet.pipeline.atomic import write_text_atomic
 
-    names = {image: wider_name(image, root) for image in images}
+    names = {image: Path("images", image.stem) if image in labels else wider_name(image, root) for image in images}
     guard.check(name.with_suffix(".txt") for name in names.values())
     count = 0
     for result, _ in detect_each(detector, images, score_threshold, report, labels):

@@ -194,7 +194,7 @@ def detect_video(detector: Detector, video: Path, guard: OutputGuard, name: Path
 
     from facedet.pipeline.atomic import atomic_path
 
-    capture = cv2.VideoCapture(str(video))
+    capture, writer = cv2.VideoCapture(str(video)), None
     try:
         if not capture.isOpened():
             raise ValueError(f"{video}: cannot read video (OpenCV could not open it)")
@@ -205,17 +205,15 @@ def detect_video(detector: Detector, video: Path, guard: OutputGuard, name: Path
         with atomic_path(guard.record(name.with_suffix(".mp4")), suffix=".mp4") as drawn_path, \
                 atomic_path(guard.record(name.with_suffix(".jsonl"))) as lines_path, \
                 open(lines_path, "w", encoding="utf-8") as lines:
-            writer = None
-            while True:
-                ok, bgr = capture.read()
-                if not ok:
-                    break
-                rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+            while (read := capture.read())[0]:
+                rgb = np.ascontiguousarray(read[1][:, :, ::-1])
                 faces = detector.detect(rgb)
                 faces = faces[faces[:, 4] >= score_threshold]
                 size = (rgb.shape[1], rgb.shape[0])
                 if writer is None:
                     writer = cv2.VideoWriter(str(drawn_path), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps, size)
+                    if not writer.isOpened():
+                        raise ValueError(f"{video}: cannot write the drawn video (OpenCV has no {VIDEO_FOURCC} encoder)")
                 drawn = np.asarray(draw_faces(rgb, faces, score_threshold))
                 writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
                 lines.write(json.dumps({"frame": frames, "time_s": round(frames / fps, 3), "width": size[0],
@@ -224,7 +222,9 @@ def detect_video(detector: Detector, video: Path, guard: OutputGuard, name: Path
                 faces_seen += len(faces)
             if writer is None:
                 raise ValueError(f"{video}: cannot read video (no frame could be decoded)")
-            writer.release()
+            writer.release()  # the file is complete before it is renamed into place
     finally:
         capture.release()
+        if writer is not None:
+            writer.release()
     return VideoFaces(video, frames, size[0], size[1], faces_seen)

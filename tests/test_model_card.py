@@ -133,6 +133,10 @@ def test_the_stage_writes_models_model_card(project, tflite_files, monkeypatch, 
     assert card["data"]["dvc"]["outs"]["data/raw"]["md5"] == "aaa111.dir"
     assert (project / "models" / "model_card.md").read_text().startswith("# Model card")
     assert "wrote models/model_card.md" in capsys.readouterr().out
+    headline = json.loads((project / "reports" / "metrics.json").read_text())  # the one DVC metrics file
+    assert list(headline) == ["easy_ap", "medium_ap", "hard_ap", "coco_ap", "size_kb", "latency_ms"]
+    assert headline["easy_ap"] is None  # not scored here: said, not guessed
+    assert headline["size_kb"] == card["files"]["int8"]["size_kb"] and headline["latency_ms"] > 0
     (export_dir / "export.json").unlink()
     with pytest.raises(SystemExit, match="run the export stage"):
         model_card_stage(["--export-dir", str(project / "nowhere")])

@@ -195,3 +195,14 @@ def test_every_chart_is_defined_once_with_real_axes():
     assert plots["recall_by_size"]["x"] == "min_height_px"
     assert set(plots["recall_by_size"]["y"]) == {"reports/evaluate/recall_by_size.csv",
                                                  "reports/evaluate_tflite/int8/recall_by_size.csv"}
+
+
+def test_the_face_detector_artifact_is_the_recommended_file_detect_uses():
+    """`dvc artifacts get <repo> face-detector` gives the file `facedet detect` runs by default: the
+    released real-face model, not this checkout's synthetic smoke-test export."""
+    from facedet.cli.detect import RELEASED_MODEL
+
+    artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
+    assert Path(artifacts["face-detector"]["path"]) == RELEASED_MODEL.relative_to(REPO)
+    assert artifacts["face-detector"]["meta"]["model_card"] == "models/release/model_card.md"
+    assert artifacts["face-detector-run"]["path"] == "models/export/face_detector_int8.tflite"

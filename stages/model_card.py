@@ -4,7 +4,8 @@ Reads  models/export/export.json and the .tflite files it lists (size, hash, inp
        outputs, metadata, 1-thread latency), models/detector/detector.json (resolved preset), configs/<preset>.yaml,
        reports/evaluate/metrics.json (Keras float), reports/evaluate_tflite/metrics.json (shipped
        .tflite), params.yaml (every section), dvc.lock (the md5 of data/raw and data/tfrecords as
-       recorded) and `git rev-parse HEAD` (+ a dirty flag).
+       recorded), `git rev-parse HEAD` (+ a dirty flag) and the commit's params.yaml (the params a
+       reproduce command must set), and the backbone weights file if `train.backbone_weights` names one.
 Writes models/model_card.md and models/model_card.json, reports/model.json (each .tflite's size and
 latency) and reports/metrics.json (the shipped file's Easy / Medium / Hard AP, COCO AP, size and
 latency: the one DVC metrics file, what `dvc exp show` and `dvc exp diff` compare), atomically.

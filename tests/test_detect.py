@@ -246,6 +246,9 @@ def test_the_model_is_an_option_defaulting_to_the_released_file_and_the_old_form
     assert main(["detect", str(folder), "--model", str(tmp_path / "nope.tflite"), "--out", str(tmp_path / "n")]) == 1
     assert capsys.readouterr().err.strip() == f"facedet detect: error: {tmp_path / 'nope.tflite'}: no such model file"
     assert not (tmp_path / "none").exists() and not (tmp_path / "n").exists()
+    assert main(["detect", str(model), "--out", str(tmp_path / "o")]) == 1  # the model, and nothing to read
+    assert capsys.readouterr().err.strip() == (f"facedet detect: error: {model} is a model, not an image: give what "
+                                               f"to read too (facedet detect INPUT --model {model} --out DIR)")
 
 
 def test_drawings_carry_each_score(model, photos, tmp_path):

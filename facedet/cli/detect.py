@@ -109,6 +109,9 @@ def model_and_input(args: argparse.Namespace) -> tuple[Path, str]:
     model = args.model
     if model is None and len(inputs) == 2 and inputs[0].lower().endswith(".tflite"):
         model = Path(inputs.pop(0))
+    if len(inputs) == 1 and inputs[0].lower().endswith(".tflite"):
+        raise ValueError(f"{inputs[0]} is a model, not an image: give what to read too "
+                         f"(facedet detect INPUT --model {inputs[0]} --out DIR)")
     if len(inputs) != 1:
         raise ValueError(f"give one input (an image, a video, a directory or a URL), got {len(inputs)}: "
                          f"{' '.join(inputs)}")

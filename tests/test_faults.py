@@ -1,4 +1,4 @@
-"""What a user sees when things go wrong (README, "What happens when things go wrong"): every fault
+"""What a user sees when things go wrong (docs/faults.md): every fault
 found by probing a fresh clone, and every behaviour the probe found already right, ends in one line on
 stderr naming the file (and line, the param, the path, the space needed), exit status 1, and no partial
 output; a killed stage leaves nothing that survives its next run."""

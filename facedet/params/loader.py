@@ -47,8 +47,13 @@ def read_params_file(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root)")
+    return parse_params(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_params(text: str, path: str = str(PARAMS_FILE)) -> dict[str, Any]:
+    """Parse the text of a params file (named `path` in errors) as read_params_file does."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12FloatLoader) or {}
+        data = yaml.load(text, Loader=_Yaml12FloatLoader) or {}
     except yaml.YAMLError as err:
         # The construct at fault starts at the context mark (an unclosed quote, a key without ':');
         # the problem mark is where the parser gave up, often the next line.

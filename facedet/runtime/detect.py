@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facedet.data.images import read_photo
 from facedet.runtime.detector import Detector
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -63,7 +64,8 @@ def list_images(image_or_dir: str | os.PathLike, recursive: bool = False) -> lis
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such image or directory")
     found = path.rglob("*") if recursive else path.iterdir()
-    images = sorted((p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    # a link to nowhere (or to itself) is listed too: reading it names it, as any unreadable image
+    images = sorted((p for p in found if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_SUFFIXES
                      and not any(part.startswith(".") for part in p.relative_to(path).parts)),
                     key=lambda p: p.relative_to(path).as_posix())
     if not images:
@@ -77,20 +79,6 @@ def list_images(image_or_dir: str | os.PathLike, recursive: bool = False) -> lis
                              f"'{name}': their outputs would collide; pass them one at a time")
         names[name] = image
     return images
-
-
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """uint8 (H, W, 3) RGB pixels of an image file, EXIF orientation applied.
-    Raises ValueError (one line) when the file is not a readable image."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: cannot read image ({detail})") from None
 
 
 def check_out_dir(out_dir: str | os.PathLike) -> None:
@@ -110,8 +98,10 @@ def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_di
     <name> its path relative to `root` without suffix (default: its stem; see `output_name`); keep
     faces with score >= `score_threshold`.
 
-    Returns the results of the images that were read. An unreadable image raises ValueError, or,
-    with `on_error`, is passed to it and skipped.
+    Returns the results of the images that were read (`facedet.data.images.read_photo`: as displayed,
+    a photo larger than DETECT_MAX_SIDE detected scaled down, its boxes given in full-size pixels; the
+    drawing is of the scaled-down photo). An unreadable or refused image raises ValueError, or, with
+    `on_error`, is passed to it and skipped.
     """
     from facedet.pipeline.atomic import atomic_path, write_text_atomic
     from facedet.runtime.drawing import draw_boxes
@@ -124,19 +114,21 @@ def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_di
     results = []
     for image_path in map(Path, images):
         try:
-            pixels = read_rgb(image_path)
+            photo = read_photo(image_path)
         except ValueError as err:
             if on_error is None:
                 raise
             on_error(err)
             continue
-        faces = detector.detect(pixels)
-        faces = faces[faces[:, 4] >= score_threshold]
-        result = ImageFaces(image_path, pixels.shape[1], pixels.shape[0], faces)
+        pixels = photo.pixels  # as displayed; a photo over DETECT_MAX_SIDE scaled down
+        drawn = detector.detect(pixels)
+        drawn = drawn[drawn[:, 4] >= score_threshold]
+        faces = np.concatenate([drawn[:, :4] / photo.scale, drawn[:, 4:]], axis=1).astype(np.float32)
+        result = ImageFaces(image_path, photo.width, photo.height, faces)
         name = output_name(image_path, Path(root) if root is not None else None)
         (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out_dir / f"{name}.json", json.dumps(result.to_json(), indent=2) + "\n")
         with atomic_path(out_dir / f"{name}.jpg") as tmp:
-            draw_boxes(pixels, np.zeros((0, 4)), faces, min_score=score_threshold).save(tmp, format="JPEG", quality=90)
+            draw_boxes(pixels, np.zeros((0, 4)), drawn, min_score=score_threshold).save(tmp, format="JPEG", quality=90)
         results.append(result)
     return results

@@ -287,6 +287,28 @@ def _write_one_shard(job: tuple[Path, list[Any], Callable[[Any], Any] | None]) -
     return len(shard_items)
 
 
+class CorruptShardError(ValueError):
+    """A TFRecord file that does not read back (a checksum fails, a record is cut); one line naming it."""
+
+
+def check_records_readable(paths: Sequence[str | os.PathLike]) -> int:
+    """Read every record of every file in `paths`, each checked against its TFRecord CRCs; returns the
+    count. CorruptShardError naming the file and the first record that fails."""
+    total = 0
+    for path in paths:
+        done = 0
+        try:
+            for batch in tf.data.TFRecordDataset(str(path)).batch(256):
+                done += int(batch.shape[0])
+        except tf.errors.OpError as err:
+            detail = (err.message or type(err).__name__).strip().splitlines()[0][:160]
+            raise CorruptShardError(f"{path}: corrupt TFRecord shard, record {done + 1} or soon after does not read "
+                                    f"({detail}): `dvc checkout {Path(path).parent}` restores it from the cache, "
+                                    "`dvc repro shard` rebuilds it") from None
+        total += done
+    return total
+
+
 def check_shards(paths: Sequence[str | os.PathLike], images: Sequence[Any], atol: float = 1e-6) -> dict[str, int]:
     """Decode every example of `paths` and check it against the filtered table `images`
     (FilteredImage: image, width, height, boxes_xywh pixel x1, y1, w, h): each image exactly once,

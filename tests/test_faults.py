@@ -823,3 +823,37 @@ def test_broken_and_looping_links_in_a_folder_are_named_and_counted(standin_tfli
     assert f"facedet detect: error: {folder / 'loop.jpg'}: a symbolic link loop (-> loop.jpg), skipped" in err
     assert err[-1] == "facedet detect: 2 of 3 images not read (named above)"
     assert (tmp_path / "out" / "a.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# 19.2 two `dvc exp run` at once: the second rewrites params.yaml while the first trains
+
+
+def test_a_stage_whose_params_changed_while_it_ran_fails_so_dvc_records_nothing(tmp_path, monkeypatch):
+    import stages.train
+
+    root = project(tmp_path, raw=None)
+    params_file = root / "params.yaml"
+    values = yaml.safe_load(params_file.read_text())
+
+    def second_experiment_meanwhile(params, *args) -> None:  # what `dvc exp run -S train.steps=5` does to the file
+        assert params.steps == values["train"]["steps"]
+        values["train"]["steps"] = 5
+        params_file.write_text(yaml.safe_dump(values, sort_keys=False))
+
+    monkeypatch.setattr(stages.train, "train", second_experiment_meanwhile)
+    with pytest.raises(SystemExit) as stop:
+        stages.train.main(["--params", str(params_file), "--configs-dir", str(root / "configs")])
+    message = str(stop.value)
+    assert message.startswith(f"train: error: {params_file} changed while the stage ran (train.steps: ")
+    assert "5 now" in message and "dvc exp run --queue" in message and "\n" not in message
+
+
+def test_a_stage_whose_params_stayed_the_same_ends_normally(tmp_path, monkeypatch):
+    import stages.train
+
+    root = project(tmp_path, raw=None)
+    ran = []
+    monkeypatch.setattr(stages.train, "train", lambda params, *args: ran.append(params.steps))
+    stages.train.main(["--params", str(root / "params.yaml"), "--configs-dir", str(root / "configs")])
+    assert ran

@@ -857,3 +857,23 @@ def test_a_stage_whose_params_stayed_the_same_ends_normally(tmp_path, monkeypatc
     monkeypatch.setattr(stages.train, "train", lambda params, *args: ran.append(params.steps))
     stages.train.main(["--params", str(root / "params.yaml"), "--configs-dir", str(root / "configs")])
     assert ran
+
+
+# ---------------------------------------------------------------------------------------------
+# 19.6, 19.9 limits: size params bounded by the memory they need, model.preset a name in configs/
+
+
+@pytest.mark.parametrize("preset", ["../../x", "/tmp/x", "sub/ssd", ".hidden"])
+def test_a_model_preset_outside_configs_is_refused_in_one_line(tmp_path, preset):
+    import stages.train
+
+    root = project(tmp_path, raw=None)
+    (tmp_path.parent / "x.yaml").write_text((REPO / "configs/ssd_mobilenet_v2_256.yaml").read_text())
+    values = yaml.safe_load((root / "params.yaml").read_text())
+    values["model"]["preset"] = preset
+    (root / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    with pytest.raises(SystemExit) as stop:
+        stages.train.main(["--params", str(root / "params.yaml"), "--configs-dir", str(root / "configs")])
+    assert str(stop.value) == (f"train: error: params.yaml: 'model.preset' must name a preset in configs/ "
+                               f"(configs/<name>.yaml: letters, digits, '_', '-', '.'), got {preset!r}: to train "
+                               "from another file, copy it into configs/")

@@ -877,3 +877,17 @@ def test_a_model_preset_outside_configs_is_refused_in_one_line(tmp_path, preset)
     assert str(stop.value) == (f"train: error: params.yaml: 'model.preset' must name a preset in configs/ "
                                f"(configs/<name>.yaml: letters, digits, '_', '-', '.'), got {preset!r}: to train "
                                "from another file, copy it into configs/")
+
+
+def test_an_export_size_that_needs_more_memory_than_the_machine_has_is_one_line_before_any_work():
+    from facedet.export.tflite import MemoryNeedError, export_memory_need, require_memory
+
+    eight_gb = 8 * 2**30
+    with pytest.raises(MemoryNeedError) as err:
+        require_memory([256, 4096], 100, available=eight_gb)
+    message = str(err.value)
+    assert message.startswith("params.yaml: 'export.input_sizes': exporting at 4096 needs about ")
+    assert "this machine has 8.0 GB: the largest size that fits is " in message and "\n" not in message
+    largest = int(message.rsplit(" ", 1)[1])
+    assert export_memory_need(largest, 100) <= eight_gb < export_memory_need(largest + 32, 100)
+    require_memory([256, 640], 100, available=eight_gb)  # the shipped sizes fit

@@ -87,5 +87,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"{result.image}: {len(result.faces)} face{'s' * (len(result.faces) != 1)} -> "
               f"{Path(args.out) / output_name(result.image, root)}.json")
     if failed and len(images) > 1:
-        print(f"facedet detect: {len(failed)} of {len(images)} images not read (named above)", file=sys.stderr)
+        print(f"{len(failed)} of {len(images)} images not read (each named on stderr)")
     return 1 if failed else 0

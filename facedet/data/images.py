@@ -100,8 +100,8 @@ def open_image(source: bytes | str | os.PathLike, name: str | None = None) -> It
     pixel is decoded). Every error inside the block, Pillow's or a decoder's, becomes an ImageError
     naming `name` (default: the path)."""
     name = name or str(source if not isinstance(source, bytes) else "image")
-    saved = Image.MAX_IMAGE_PIXELS
     try:
+        saved = Image.MAX_IMAGE_PIXELS
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = None  # ours instead: check_pixels
@@ -109,9 +109,9 @@ def open_image(source: bytes | str | os.PathLike, name: str | None = None) -> It
                 img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
-            with img:
-                check_pixels(img.width, img.height, img.format or "", name)
-                yield img
+        with img:
+            check_pixels(img.width, img.height, img.format or "", name)
+            yield img
     except ImageError:
         raise
     except Exception as err:  # noqa: BLE001 - Pillow raises many types for a broken file
@@ -172,13 +172,12 @@ def read_photo(path: str | os.PathLike, max_side: int = DETECT_MAX_SIDE) -> Phot
     a JPEG by its decoder, then every format by area averaging). ImageError (one line naming the
     file) for a broken link, an unreadable or refused image."""
     path = Path(path)
-    if path.is_symlink() and not path.exists():
+    if path.is_symlink():
         try:
             path.stat()
-            why = "a broken symbolic link"
         except OSError as err:
             why = "a symbolic link loop" if err.errno == errno.ELOOP else "a broken symbolic link"
-        raise ImageError(f"{path}: {why} (-> {os.readlink(path)}), skipped")
+            raise ImageError(f"{path}: {why} (-> {os.readlink(path)}), skipped") from None
     with open_image(path) as img:
         turn = orientation(img)
         width, height = (img.height, img.width) if turn in TRANSPOSED else img.size

@@ -84,7 +84,8 @@ class ShardCheckError(ValueError):
 
 class OriginalImage(NamedTuple):
     """What a re-encoded example was made from: sha256 (hex) of the original bytes, its size in
-    px, its format ('jpeg', 'png', ...) and the transform applied ('reencode quality=95', ...)."""
+    px as displayed (EXIF orientation applied), its format ('jpeg', 'png', ...) and the transform
+    applied ('reencode quality=95', 'reencode exif_transpose orientation=6 quality=95', ...)."""
 
     sha256: str
     width: int

@@ -272,8 +272,8 @@ def test_stage_help_says_what_it_reads_and_writes():
     assert "models/detector" in result.stdout and "data/tfrecords" in result.stdout
 
 
-SHORT = TrainParams(steps=4, batch_size=4, learning_rate=0.01, warmup_steps=1, weight_decay=4e-5, seed=1, checkpoint_every=2,
-                    log_every=1)
+SHORT = TrainParams(steps=4, batch_size=4, learning_rate=0.01, warmup_steps=1, weight_decay=4e-5, seed=1,
+                    checkpoint_every=2, log_every=1)
 
 
 def test_a_checkpoint_that_does_not_load_is_set_aside_and_training_resumes_from_the_one_before(tmp_path, capsys):

@@ -82,7 +82,8 @@ def inspect_image(data: bytes | None) -> ImageInfo:
     mode, fmt = header.mode, header.format
     info = ImageInfo(width=header.width, height=header.height, mode=mode, format=fmt, orientation=header.orientation)
     if mode in SUPPORTED_MODES:
-        info.problem, info.detail = decode_problem(data, fmt, reencoded=bool(reencode_reason(mode, fmt, header.orientation)))
+        reencoded = bool(reencode_reason(mode, fmt, header.orientation))
+        info.problem, info.detail = decode_problem(data, fmt, reencoded=reencoded)
     return info
 
 

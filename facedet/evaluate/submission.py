@@ -161,8 +161,8 @@ def read_predictions(pred_dir: str | os.PathLike, image_keys: Iterable[str] | No
             _, out[key] = read_prediction_file(path)
     scores = np.concatenate([rows[:, 4] for rows in out.values()]) if out else np.zeros(0)
     if len(scores) > 1 and np.all(scores == scores[0]):
-        warnings.warn(f"all {len(scores)} detections in {pred_dir} have the score {scores[0]:g}: AP ranks detections by "
-                      "score, so it is meaningless here (write each detection's confidence)", EqualScoresWarning,
+        warnings.warn(f"all {len(scores)} detections in {pred_dir} have the score {scores[0]:g}: AP ranks detections "
+                      "by score, so it is meaningless here (write each detection's confidence)", EqualScoresWarning,
                       stacklevel=2)
     if expected is not None:
         missing = [k for k in expected if k not in out]

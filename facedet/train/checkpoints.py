@@ -61,14 +61,11 @@ def checkpoint_problem(prefix: Path) -> str:
     return ""
 
 
-def set_aside(prefix: Path) -> list[Path]:
+def set_aside(prefix: Path) -> None:
     """Rename every file of checkpoint `prefix` to <file>.broken (kept for a look, never read again)."""
-    moved = []
     for path in sorted(prefix.parent.glob(prefix.name + ".*")):
         if not path.name.endswith(BROKEN_SUFFIX):
             path.rename(path.with_name(path.name + BROKEN_SUFFIX))
-            moved.append(path)
-    return moved
 
 
 def newest_good_checkpoint(checkpoint_dir: Path, chief: bool = True) -> Path | None:
@@ -83,8 +80,9 @@ def newest_good_checkpoint(checkpoint_dir: Path, chief: bool = True) -> Path | N
             break
         if chief:
             set_aside(prefix)
+            then = "trying the one before" if found.index(prefix) else "training starts over"
             print(f"train: warning: checkpoint {prefix} does not load ({problem}): set aside as "
-                  f"{prefix.name}.*{BROKEN_SUFFIX}; {'trying the one before' if found.index(prefix) else 'training starts over'}")
+                  f"{prefix.name}.*{BROKEN_SUFFIX}; {then}")
     if chief and found and good != found[-1]:
         kept = [p.name for p in checkpoints_by_step(checkpoint_dir)]
         if kept:
@@ -97,10 +95,10 @@ def newest_good_checkpoint(checkpoint_dir: Path, chief: bool = True) -> Path | N
 
 def restore(checkpoint: tf.train.Checkpoint, checkpoint_dir: Path, run_recipe: dict, chief: bool = True) -> int:
     """Restore the newest checkpoint that loads and was trained with the same recipe; return the step
-    to start from. A checkpoint that does not load is set aside (`newest_good_checkpoint`); with none
-    left, or another recipe, the chief clears `checkpoint_dir` for this recipe (other workers only
-    ever read it). The caller checks the training shards first: a shard that changed because it is
-    corrupt must stop training before it clears good checkpoints."""
+    to start from (0 when none loads: what was set aside stays, `newest_good_checkpoint`). For another
+    recipe the chief clears `checkpoint_dir` (other workers only ever read it). The caller checks the
+    training shards first: a shard that changed because it is corrupt must stop training before it
+    clears good checkpoints as another recipe's."""
     run_file = checkpoint_dir / RUN_FILE
     same_recipe = run_file.is_file() and json.loads(run_file.read_text()) == json.loads(json.dumps(run_recipe))
     latest = newest_good_checkpoint(checkpoint_dir, chief) if checkpoint_dir.is_dir() and same_recipe else None

@@ -209,6 +209,8 @@ def run_detector(args: argparse.Namespace, detector: Detector, guard: OutputGuar
         write_wider(detector, guard, images, root, args.score_threshold, report, labels)
     else:
         write_coco(detector, guard, images, root, args.score_threshold, report, labels)
+    if failed and len(inputs) > 1:
+        print(f"{len(failed)} of {len(inputs)} images not read (each named on stderr)")
     return 1 if failed else 0
 
 

@@ -15,6 +15,8 @@ from typing import Literal, get_args
 
 from facedet.params.loader import ParamsError, check_ranges, field_alias, field_range
 
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # configs/<name>.yaml, never a path
+
 # ---------------------------------------------------------------------------------------------
 # data: the fetch stage
 
@@ -203,6 +205,14 @@ class ModelParams:
     """params.yaml `model`: the preset (configs/<preset>.yaml: input size, backbone width, anchors)."""
 
     preset: str = "ssd_mobilenet_v2_256"
+
+    def __post_init__(self) -> None:
+        # a name, not a path: dvc.yaml makes configs/ a dependency of train, so a preset elsewhere would
+        # train from a file DVC does not track (and dvc.lock would record a path outside the repository)
+        if not PRESET_NAME.fullmatch(self.preset):
+            raise ParamsError(f"params.yaml: 'model.preset' must name a preset in configs/ (configs/<name>.yaml: "
+                              f"letters, digits, '_', '-', '.'), got {self.preset!r}: to train from another file, "
+                              "copy it into configs/")
 
 
 @dataclass(frozen=True)

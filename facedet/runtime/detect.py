@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from facedet.data.images import Photo, read_photo
 from facedet.runtime.detector import Detector
 from facedet.runtime.output_guard import OutputGuard
 
@@ -84,7 +85,8 @@ def list_inputs(image_or_dir: str | os.PathLike, recursive: bool = False) -> lis
         raise FileNotFoundError(f"{path}: no such image, video or directory")
     suffixes = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     found = path.rglob("*") if recursive else path.iterdir()
-    inputs = sorted((p for p in found if p.is_file() and p.suffix.lower() in suffixes
+    # a link to nowhere (or to itself) is listed too: reading it names it, as any unreadable image
+    inputs = sorted((p for p in found if (p.is_file() or p.is_symlink()) and p.suffix.lower() in suffixes
                      and not any(part.startswith(".") for part in p.relative_to(path).parts)),
                     key=lambda p: p.relative_to(path).as_posix())
     if not inputs:
@@ -103,43 +105,33 @@ def list_inputs(image_or_dir: str | os.PathLike, recursive: bool = False) -> lis
     return inputs
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """uint8 (H, W, 3) RGB pixels of an image file, EXIF orientation applied.
-    Raises ValueError (one line) when the file is not a readable image."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path}: cannot read image ({detail})") from None
-
-
 def detect_each(detector: Detector, images: Iterable[Path], score_threshold: float,
                 on_error: Callable[[ValueError], None] | None = None,
-                labels: dict[Path, str] | None = None) -> Iterator[tuple[ImageFaces, np.ndarray]]:
-    """(result, RGB uint8 (H, W, 3) pixels) of each image that reads, faces with score >= the
-    threshold. An unreadable image raises ValueError, or, with `on_error`, is passed to it and skipped."""
+                labels: dict[Path, str] | None = None) -> Iterator[tuple[ImageFaces, Photo]]:
+    """(result, the photo as read) of each image that reads, faces with score >= the threshold, in the
+    photo's full-size pixels. The photo is `facedet.data.images.read_photo`'s: as displayed, one larger
+    than DETECT_MAX_SIDE detected scaled down (`Photo.scale`). An unreadable or refused image raises
+    ValueError, or, with `on_error`, is passed to it and skipped."""
     if not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"score threshold must be in [0, 1], got {score_threshold}")
     for image_path in images:
         try:
-            pixels = read_rgb(image_path)
+            photo = read_photo(image_path)
         except ValueError as err:
             if on_error is None:
                 raise
             on_error(err)
             continue
-        faces = detector.detect(pixels)
-        faces = faces[faces[:, 4] >= score_threshold]
+        found = detector.detect(photo.pixels)
+        found = found[found[:, 4] >= score_threshold]
+        faces = np.concatenate([found[:, :4] / photo.scale, found[:, 4:]], axis=1).astype(np.float32)
         label = (labels or {}).get(image_path)
-        yield ImageFaces(image_path, pixels.shape[1], pixels.shape[0], faces, label), pixels
+        yield ImageFaces(image_path, photo.width, photo.height, faces, label), photo
 
 
 def draw_faces(pixels: np.ndarray, faces: np.ndarray, score_threshold: float) -> Any:
-    """A PIL image of `pixels` with `faces` ((K, 5) pixel x, y, w, h, score) drawn, each with its score."""
+    """A PIL image of `pixels` with `faces` ((K, 5) pixel x, y, w, h, score in `pixels`' frame) drawn,
+    each with its score."""
     from facedet.runtime.drawing import draw_boxes
 
     return draw_boxes(pixels, np.zeros((0, 4)), faces, min_score=score_threshold, label_scores=True)
@@ -152,9 +144,11 @@ def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_di
     <name> its path relative to `root` without suffix (default: its stem; see `output_name`); keep
     faces with score >= `score_threshold`.
 
-    Returns the results of the images that were read. An unreadable image raises ValueError, or,
-    with `on_error`, is passed to it and skipped. Nothing is written into `root`, nor over a file in
-    `out_dir` that detect did not write (facedet.runtime.output_guard): ValueError before any output.
+    Returns the results of the images that were read (boxes in the photo's full-size pixels; the
+    drawing is of the photo as detected, scaled down if it was: see `detect_each`). An unreadable
+    image raises ValueError, or, with `on_error`, is passed to it and skipped. Nothing is written into
+    `root`, nor over a file in `out_dir` that detect did not write (facedet.runtime.output_guard):
+    ValueError before any output.
     """
     from facedet.pipeline.atomic import atomic_path, write_text_atomic
 
@@ -164,11 +158,12 @@ def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_di
     names = {image: output_name(image, root) for image in images}
     guard.check(Path(f"{name}{suffix}") for name in names.values() for suffix in (".json", ".jpg"))
     results = []
-    for result, pixels in detect_each(detector, images, score_threshold, on_error, labels):
+    for result, photo in detect_each(detector, images, score_threshold, on_error, labels):
         name = names[result.image]
         write_text_atomic(guard.record(Path(f"{name}.json")), json.dumps(result.to_json(), indent=2) + "\n")
+        drawn = np.concatenate([result.faces[:, :4] * photo.scale, result.faces[:, 4:]], axis=1)
         with atomic_path(guard.record(Path(f"{name}.jpg"))) as tmp:
-            draw_faces(pixels, result.faces, score_threshold).save(tmp, format="JPEG", quality=90)
+            draw_faces(photo.pixels, drawn, score_threshold).save(tmp, format="JPEG", quality=90)
         results.append(result)
     return results
 

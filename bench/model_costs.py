@@ -72,7 +72,7 @@ class Variant:
 
 
 def variants() -> list[Variant]:
-    sizes = [Variant(f"size_{s}", s, s) for s in (320, 480, 640, 800, 1024)]
+    sizes = [Variant(f"size_{s}", s, s) for s in (256, 320, 480, 640, 768, 800, 1024)]
     return [
         *sizes,
         Variant("size_640x480", 480, 640),

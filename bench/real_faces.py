@@ -23,13 +23,13 @@ copies in ../shared/anchors, skipped (with a line saying so) when absent.
 Columns: Easy / Medium / Hard AP; input size; model file size; then, per photo, the median and p90 of
 each phase of a call: `prepare` (photo -> model input), `invoke` (the model; ours: network and the
 post-process op), `outputs` (reading the outputs and mapping boxes to the photo), and the whole call
-(rows that cannot be split, YuNet and BlazeFace, show the whole call only); the share of a call
-spent outside `invoke` (median over the photos); ns per model-input pixel (YuNet: per photo pixel); peak memory: how much the
-process's peak RSS grew while the row was built and run on the first photo, and the largest
-Python-visible (numpy / OpenCV) allocation of one call (tracemalloc, an untimed call). All on
-`--threads` threads. Each photo is decoded once and handed to every detector in turn, so a busy
-spell of a shared machine slows all of them alike. `--frontier PREFIX` writes PREFIX.csv and
-PREFIX.png: AP against ms per photo (bench/frontier.py).
+(rows that cannot be split, YuNet and BlazeFace, show the whole call only); the share of a call spent
+outside `invoke` (median over the photos); ns per model-input pixel (YuNet: per photo pixel); peak
+memory: how much the process's peak RSS grew while the row was built and run on the first photo, and the
+largest Python-visible (numpy / OpenCV) allocation of one call (tracemalloc, an untimed call). All on
+`--threads` threads. Each photo is decoded once and handed to every detector in turn, so a busy spell of
+a shared machine slows all of them alike. `--frontier PREFIX` writes PREFIX.csv and PREFIX.png: AP
+against ms per photo (bench/frontier.py).
 """
 
 from __future__ import annotations

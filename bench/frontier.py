@@ -48,24 +48,29 @@ def write_frontier(summaries: list[dict], prefix: Path) -> list[Path]:
         writer.writeheader()
         writer.writerows(rows)
 
-    figure, axes = plt.subplots(1, len(SUBSETS), figsize=(15, 4.8), sharex=True, sharey=True)
+    figure, axes = plt.subplots(1, len(SUBSETS), figsize=(15, 5), sharex=True, sharey=True)
     ours = [row for row in rows if row["detector"].startswith(OURS_PREFIX)]
+    others = [row for row in rows if row not in ours]
+    times = [row["ms_per_photo"] for row in rows]
     for axis, subset in zip(axes, SUBSETS):
         if ours:
             axis.plot([r["ms_per_photo"] for r in ours], [r[subset] for r in ours], "-o", color="tab:blue",
-                      label="ours (int8 .tflite)")
-        for row in rows:
-            mark = "o" if row in ours else "s"
-            axis.plot(row["ms_per_photo"], row[subset], mark, color="tab:blue" if row in ours else "tab:orange")
-            label = row["detector"].removeprefix(OURS_PREFIX) if row in ours else row["detector"].split(" (")[0]
-            axis.annotate(f"{label} ({row['input']})", (row["ms_per_photo"], row[subset]), fontsize=7,
-                          textcoords="offset points", xytext=(4, 4))
+                      label="ours, int8 (input size)")
+            for row in ours:  # each point named by its input size: "640x480 uint8" -> "640x480"
+                axis.annotate(row["input"].split()[0], (row["ms_per_photo"], row[subset]), fontsize=7,
+                              textcoords="offset points", xytext=(3, 5))
+        for row, marker, colour in zip(others, "sD^vP*X", ("tab:orange", "tab:green", "tab:red", "tab:purple",
+                                                             "tab:brown", "tab:pink", "tab:olive")):
+            axis.plot(row["ms_per_photo"], row[subset], marker, color=colour, markersize=8,
+                      label=f"{row['detector']}, {row['input']}")
         axis.set_xscale("log")
+        axis.set_xlim(min(times) / 1.5, max(times) * 1.5)
         axis.set_title(f"WIDER val {subset.capitalize()}")
         axis.set_xlabel("ms per photo (median whole call)")
         axis.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("AP (official protocol)")
     axes[0].set_ylim(0, 1)
+    axes[0].legend(loc="upper left", fontsize=7)
     figure.tight_layout()
     figure.savefig(png_path, dpi=110)
     plt.close(figure)

@@ -58,7 +58,8 @@ class Variant:
     height, width: model input, px; config_changes: DetectorConfig fields to replace; part: 'file'
     (the whole export), 'network' (no post-process op) or 'backbone' (MobileNetV2 up to stride 32);
     candidates: 'none' / 'all' anchors at or above the op's threshold; max_detections: the op's;
-    xnnpack: the interpreter's default delegate; threads: interpreter threads."""
+    xnnpack: the interpreter's default delegate; threads: interpreter threads; file_of: the variant
+    whose file this one times (interpreter settings only)."""
 
     name: str
     height: int = BASE_SIDE
@@ -69,6 +70,7 @@ class Variant:
     max_detections: int = 100
     xnnpack: bool = True
     threads: int = 1
+    file_of: str = ""  # time the file of this other variant (same model, other interpreter settings)
 
 
 def variants() -> list[Variant]:
@@ -88,8 +90,8 @@ def variants() -> list[Variant]:
         Variant("no_stride8_640", config_changes=(("feature_strides", "drop8"),)),
         Variant("no_stride8_640_all_candidates", config_changes=(("feature_strides", "drop8"),), candidates="all"),
         Variant("max_detections_300_640_all_candidates", candidates="all", max_detections=300),
-        Variant("xnnpack_off_640", xnnpack=False),
-        Variant("threads_2_640", threads=2),
+        Variant("xnnpack_off_640", xnnpack=False, file_of="size_640"),
+        Variant("threads_2_640", threads=2, file_of="size_640"),
     ]
 
 
@@ -155,8 +157,7 @@ def calibration_photos(photos_dir: Path, height: int, width: int) -> list[np.nda
 
 
 def build_model(config, variant: Variant):
-    """The untrained Keras detector at the variant's input, every anchor scoring as `candidates` says
-and its box near the anchor."""
+    """The untrained Keras detector at the variant's input, every anchor scoring as `candidates` says."""
     import keras
 
     from facedet.model.ssd import build_detector
@@ -169,9 +170,6 @@ and its box near the anchor."""
     kernel, bias = head.get_weights()
     score = SCORE_ALL if variant.candidates == "all" else SCORE_NONE
     head.set_weights([kernel * 1e-3, np.full_like(bias, math.log(score / (1 - score)))])
-    boxes = model.get_layer("box_predictor")  # small encodings: boxes near their anchors, never exp() overflow
-    kernel, bias = boxes.get_weights()
-    boxes.set_weights([kernel * 1e-3, bias])
     return model
 
 
@@ -203,8 +201,8 @@ def export_variant(base, variant: Variant, photos_dir: Path, out_dir: Path, reus
 
     config = variant_config(base, variant)
     anchors = grid_anchors(config, variant.height, variant.width)
-    path = out_dir / f"{variant.name}.tflite"
-    if reuse and path.is_file():
+    path = out_dir / f"{variant.file_of or variant.name}.tflite"
+    if (reuse or variant.file_of) and path.is_file():
         return Timed(variant, path, len(anchors), path.stat().st_size / 1024)
     calibration = calibration_photos(photos_dir, variant.height, variant.width)
     model = build_model(config, variant)

@@ -156,16 +156,26 @@ def calibration_photos(photos_dir: Path, height: int, width: int) -> list[np.nda
     return images
 
 
-def build_model(config, variant: Variant):
-    """The untrained Keras detector at the variant's input, every anchor scoring as `candidates` says."""
+def build_model(config, variant: Variant, photos: list[np.ndarray]):
+    """The untrained Keras detector at the variant's input, every anchor scoring as `candidates` says.
+
+    Its batch-norm statistics are those of `photos` (uint8 (H, W, 3) at the input): a fresh model's
+    unit variances shrink the deep activations to ~0, so two photos' boxes would quantize alike and
+    the export's check that the outputs depend on the input would fail."""
     import keras
 
-    from facedet.model.ssd import build_detector
+    from facedet.model.ssd import BATCH_NORM_MOMENTUM, build_detector
 
     keras.utils.set_random_seed(0)
     model = build_detector(config)
     if (variant.height, variant.width) != (config.input_size, config.input_size):
         model = keras.models.clone_model(model, input_tensors=keras.Input((variant.height, variant.width, 3)))
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        layer.momentum = 0.0  # the moving statistics become these photos'
+    model(np.stack(photos).astype(np.float32), training=True)
+    for layer in norms:
+        layer.momentum = BATCH_NORM_MOMENTUM
     head = model.get_layer("class_predictor")
     kernel, bias = head.get_weights()
     score = SCORE_ALL if variant.candidates == "all" else SCORE_NONE
@@ -205,7 +215,7 @@ def export_variant(base, variant: Variant, photos_dir: Path, out_dir: Path, reus
     if (reuse or variant.file_of) and path.is_file():
         return Timed(variant, path, len(anchors), path.stat().st_size / 1024)
     calibration = calibration_photos(photos_dir, variant.height, variant.width)
-    model = build_model(config, variant)
+    model = build_model(config, variant, calibration)
     if variant.part == "file":
         export_tflite(model, anchors, calibration, path, ExportParams(max_detections=variant.max_detections))
     else:

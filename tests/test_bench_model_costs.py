@@ -29,7 +29,7 @@ def test_a_landscape_input_has_an_anchor_per_head_output_at_the_same_pixel_sizes
     anchors = grid_anchors(config, 32, 64)
     # Stride 8: 4 x 8 cells, 16: 2 x 4, 32: 1 x 2, 64: 1 x 1; two anchors per cell.
     assert len(anchors) == (32 + 8 + 2 + 1) * 2
-    model = build_model(config, variant)
+    model = build_model(config, variant, [np.full((32, 64, 3), v, np.uint8) for v in (20, 200)])
     outputs = model(np.zeros((1, 32, 64, 3), np.float32))
     assert outputs["box_encodings"].shape == (1, len(anchors), 4)
     scores = 1 / (1 + np.exp(-np.asarray(outputs["class_logits"])))

@@ -13,9 +13,8 @@ is what training uses, to within one grey level; or 'letterbox', the same resize
 (longer side = input side), the photo at the top-left of a grey canvas: what a model trained on
 native-scale square crops (facedet.train.scale_crop) sees. The resize is OpenCV's (`cv2.resize`,
 INTER_LINEAR: the same sampling, in SIMD fixed-point code): of the libraries installed it is the one
-that computes those numbers fastest (docs/speed.md: ~10x numpy, ~5x PIL and tf.image on a WIDER
-photo), and it needs no TensorFlow, so the `.tflite` runner needs none when `ai_edge_litert` is
-installed. `fit_to_input` writes into a caller's buffer when given one (the interpreter's input
+that computes those numbers fastest (docs/speed.md: 29-44x PIL and tf.image on WIDER photos), and it
+needs no TensorFlow, so the `.tflite` runner needs none when `ai_edge_litert` is installed. `fit_to_input` writes into a caller's buffer when given one (the interpreter's input
 tensor: no per-call allocation). Boxes are normalised, so they map back exactly.
 """
 

@@ -64,7 +64,7 @@ def test_the_benchmark_scores_a_detector_that_finds_every_face(tmp_path, standin
     (row,) = json.loads((tmp_path / "table.json").read_text())
     assert row["detector"] == "ours face_detector_int8.tflite" and row["input"] == "64x64 uint8"
     assert row["easy"] > 0.95 and row["medium"] > 0.95 and row["hard"] > 0.95
-    assert row["size_kb"] > 0 and row["latency_ms"] == row["call_ms_median"] > 0
+    assert row["size_kb"] > 0 and row["latency_ms"] == pytest.approx(row["call_ms_median"], abs=0.006) and row["latency_ms"] > 0
 
 
 def test_the_benchmark_says_where_each_call_goes(tmp_path, standin_tflite):

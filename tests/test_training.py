@@ -57,7 +57,7 @@ def test_a_few_steps_lower_the_loss_and_write_the_detector(trained):
             "val/loss/total"} <= set(metrics)
     assert [s for s, _ in curve(out["live"], "val/loss/total")] == [7, 15, 23]  # at each checkpoint
     assert json.loads((out["live"] / "metrics.json").read_text())["step"] == PARAMS.steps - 1
-    assert sorted(p.name for p in out["model"].iterdir()) == ["detector.json", "model.keras"]
+    assert sorted(p.name for p in out["model"].iterdir()) == ["backbone.json", "detector.json", "model.keras"]
     detections = KerasDetector(out["model"], EvaluateParams(score_threshold=0.0)).detect(np.zeros((90, 120, 3), np.uint8))
     assert detections.dtype == np.float32 and detections.shape[1] == 5
     assert np.all(np.diff(detections[:, 4]) <= 0)

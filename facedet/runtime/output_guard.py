@@ -25,6 +25,12 @@ def check_out_dir(out_dir: str | os.PathLike) -> None:
             return
 
 
+def real_path(path: Path) -> Path:
+    """`path` with every symbolic link followed, as far as they lead: a broken or looping link gives a
+    path instead of an error (Path.resolve raises on a loop), so such an input is named by the reader."""
+    return Path(os.path.realpath(path))
+
+
 class OutputGuard:
     """The output directory of one detect run.
 
@@ -37,13 +43,13 @@ class OutputGuard:
                  input_files: Iterable[Path] = ()) -> None:
         check_out_dir(out_dir)
         self.out_dir = Path(out_dir)
-        resolved = self.out_dir.resolve()
+        resolved = real_path(self.out_dir)
         for folder in input_dirs:
-            folder = folder.resolve()
+            folder = real_path(folder)
             if resolved == folder or folder in resolved.parents:
                 raise ValueError(f"--out {out_dir}: lies inside the input folder {folder}: detect never writes into "
                                  f"what it reads; choose an --out outside it (nothing was written)")
-        self._inputs = {p.resolve() for p in input_files}
+        self._inputs = {real_path(p) for p in input_files}
         for item in self._inputs:
             if resolved == item.parent:
                 raise ValueError(f"--out {out_dir}: is the folder of the input {item.name}: detect never writes beside "
@@ -60,7 +66,7 @@ class OutputGuard:
         ours = self.written_before()
         for name in map(Path, names):
             target = self.out_dir / name
-            if target.resolve() in self._inputs or (
+            if real_path(target) in self._inputs or (
                     (target.exists() or target.is_symlink()) and name.as_posix() not in ours):
                 raise ValueError(f"--out {self.out_dir}: {target} exists and was not written by facedet detect; "
                                  f"choose another --out or move that file (nothing was written)")

@@ -262,7 +262,8 @@ def export_tflite(model, anchors_yxyx: np.ndarray, representative_images: Iterab
       for int8; the first few also probe the exported file in both modes).
     params: the op's settings (params.yaml `export`: max_detections, score_threshold, nms_iou,
       use_regular_nms).
-    Written atomically; verified (see `verify_tflite`) before it replaces `out_path`.
+    Written atomically; verified (see `verify_tflite`) before it replaces `out_path`. int8 refuses a
+    model with GroupNormalization (`head_norm: group`): the converter leaves part of it in float.
     """
     if quantize not in ("int8", "float"):
         raise ValueError(f"quantize must be 'int8' or 'float', got {quantize!r}")

@@ -11,9 +11,10 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from facedet.data.tfrecords import list_shards
-from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.anchors import DetectorConfig, anchor_boxes, level_anchor_counts
+from facedet.model.losses import assign_targets_atss
 from facedet.params.sections import AugmentConfig
-from facedet.train.input import NO_AUGMENT, augment_and_resize, make_dataset
+from facedet.train.input import NO_AUGMENT, augment_and_resize, decode_example, make_dataset
 
 TINY = DetectorConfig(input_size=64, alpha=0.35, feature_strides=(8, 16, 32, 64), min_scale=0.1, max_scale=0.7,
                       aspect_ratios=(1.0,), interpolated_scale=True, head_channels=16)
@@ -73,6 +74,19 @@ def test_training_batches_have_the_model_input_shape_and_targets_per_anchor(tmp_
     assert targets["box_targets"].shape == (4, len(anchors), 4)
     assert targets["labels"].shape == (4, len(anchors))
     assert set(np.unique(targets["labels"].numpy())) <= {-1, 0, 1}
+
+
+def test_atss_assignment_gives_the_same_images_with_adaptive_targets(tmp_path):
+    files = write_face_records(tmp_path, images=8)
+    anchors = anchor_boxes(TINY)
+    fixed, adaptive = (next(iter(make_dataset(files, anchors, 64, 8, training=False, **matching)))
+                       for matching in ({}, {"assignment": "atss", "level_counts": level_anchor_counts(TINY)}))
+    np.testing.assert_array_equal(fixed[0].numpy(), adaptive[0].numpy())
+    expected = [assign_targets_atss(boxes, anchors, level_anchor_counts(TINY))[1].numpy()
+                for _, boxes in (decode_example(r) for r in tf.data.TFRecordDataset(files).take(8))]
+    np.testing.assert_array_equal(adaptive[1]["labels"].numpy(), expected)
+    assert set(np.unique(adaptive[1]["labels"].numpy())) == {0, 1}  # ATSS ignores no anchor
+    assert -1 in fixed[1]["labels"].numpy()
 
 
 def test_the_same_seed_gives_the_same_augmented_stream(tmp_path):

@@ -4,6 +4,7 @@ weights that cannot be had."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import keras
@@ -95,3 +96,43 @@ def test_the_trained_weights_run_at_a_larger_input_with_anchors_at_the_same_pixe
     save_detector(model, TINY, tmp_path / "detector")
     loaded, loaded_config = load_detector(tmp_path / "detector", input_size=128)
     assert loaded_config == config and loaded.input_shape == (None, 128, 128, 3)
+
+
+def tower_layers(model: keras.Model, tower: str) -> list[str]:
+    return sorted(f"{type(layer).__name__} {layer.name}" for layer in model.layers if layer.name.startswith(tower))
+
+
+def test_head_norm_normalises_the_towers_all_levels_share():
+    image = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    plain = build_detector(TINY)
+    assert tower_layers(plain, "box_tower") == ["SeparableConv2D box_tower"]  # the default head, as before
+    # batch: one conv shared by the levels, one BatchNormalization per level (a level's statistics are its own)
+    batch = build_detector(dataclasses.replace(TINY, head_norm="batch"))
+    assert tower_layers(batch, "box_tower") == [
+        "BatchNormalization box_tower_bn_s16", "BatchNormalization box_tower_bn_s32",
+        "BatchNormalization box_tower_bn_s64", "BatchNormalization box_tower_bn_s8",
+        "ReLU box_tower_relu", "SeparableConv2D box_tower"]
+    # group: conv and GroupNormalization both shared (SCRFD's head), 16 channels in gcd(16, 16) = 16 groups
+    group = build_detector(dataclasses.replace(TINY, head_norm="group"))
+    assert tower_layers(group, "class_tower") == [
+        "GroupNormalization class_tower_gn", "ReLU class_tower_relu", "SeparableConv2D class_tower"]
+    assert group.get_layer("class_tower_gn").groups == 16
+    for model in (batch, group):
+        outputs = model(image, training=False)
+        assert tuple(outputs["box_encodings"].shape) == tuple(plain(image)["box_encodings"].shape)
+        assert np.all(np.isfinite(np.asarray(outputs["class_logits"])))
+        assert not model.get_layer("box_tower").use_bias  # the normalisation's offset replaces the bias
+
+
+def test_head_norm_travels_in_detector_json_and_the_default_file_is_unchanged(tmp_path):
+    assert "head_norm" not in TINY.to_json()  # the default detector.json keeps its bytes
+    config = dataclasses.replace(TINY, head_norm="group")
+    model = build_detector(config)
+    save_detector(model, config, tmp_path)
+    loaded, loaded_config = load_detector(tmp_path)  # plain Keras layers: no custom objects
+    assert loaded_config == config
+    image = np.full((1, 64, 64, 3), 90.0, np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(image)["class_logits"]), np.asarray(model(image)["class_logits"]),
+                               atol=1e-5)
+    bigger, _ = load_detector(tmp_path, input_size=128)  # rebuilt with its normalisation, weights in place
+    assert tower_layers(bigger, "class_tower") == tower_layers(model, "class_tower")

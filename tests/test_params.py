@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from facedet.params.loader import ParamsError, build, field_range, load_section, read_params_file
-from facedet.params.sections import SECTIONS, DataParams, ExportParams, SyntheticParams, TrainParams
+from facedet.params.sections import SECTIONS, AugmentConfig, DataParams, ExportParams, SyntheticParams, TrainParams
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -168,14 +168,19 @@ def test_every_knob_in_params_yaml_has_a_comment():
 
 
 def test_signature_defaults_are_the_params_defaults():
-    from facedet.model.losses import assign_targets
+    from facedet.model.losses import assign_targets, assign_targets_atss
     from facedet.model.ssd import build_detector
     from facedet.train.input import make_dataset
+    from facedet.train.scale_crop import scale_crop
 
     for function, name, default in [(assign_targets, "positive_iou", TrainParams.positive_iou),
                                     (assign_targets, "negative_iou", TrainParams.negative_iou),
+                                    (assign_targets_atss, "top_k", TrainParams.atss_top_k),
                                     (make_dataset, "positive_iou", TrainParams.positive_iou),
                                     (make_dataset, "negative_iou", TrainParams.negative_iou),
+                                    (make_dataset, "assignment", TrainParams.assignment),
+                                    (make_dataset, "atss_top_k", TrainParams.atss_top_k),
+                                    (scale_crop, "of", AugmentConfig.scale_crop_of),
                                     (build_detector, "download_timeout_s", TrainParams.download_timeout_s)]:
         assert inspect.signature(function).parameters[name].default == default, (function.__name__, name)
 

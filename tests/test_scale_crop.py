@@ -92,3 +92,37 @@ def test_training_with_scale_crop_is_seeded_and_yields_model_sized_batches(tmp_p
     assert a[0].shape == (4, 64, 64, 3)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], c[0])
+
+
+def whole_face_sizes(jpeg: bytes, boxes: np.ndarray, z: float, of: str) -> list[tuple[float, float]]:
+    """(height, width) px in a 128-px input of the one face, over 24 draws, where the window's edge did not cut it."""
+    sizes = []
+    for seed in range(24):
+        _, out = scale_crop(tf.constant(jpeg), tf.constant(boxes), tf.constant([seed, 7], tf.int64), 128, z, z, of=of)
+        for ymin, xmin, ymax, xmax in out.numpy() * 128:
+            if min(ymin, xmin) > 0 and max(ymax, xmax) < 128:
+                sizes.append((ymax - ymin, xmax - xmin))
+    return sizes
+
+
+def test_short_side_zoom_is_relative_to_the_photo_not_the_input():
+    """scale_crop_of: short_side (SCRFD's crops): the side is z x the photo's short side, so a face is
+    scaled by input / (z x short side); `input` scales it by 1 / z whatever the photo."""
+    for height, width, face, z in [(700, 1024, 32, 0.5), (350, 512, 32, 0.5), (700, 1024, 140, 2.0)]:
+        jpeg, boxes = jpeg_with_block(height, width, (200, 300, 200 + face, 300 + face))
+        expected = face * 128 / (z * min(height, width))  # 11.7, 23.4 and 12.8 px
+        sizes = whole_face_sizes(jpeg, boxes, z, "short_side")
+        assert sizes and np.allclose(sizes, expected, atol=1.5), (height, z, sizes)
+        sizes = whole_face_sizes(jpeg, boxes, z, "input")
+        assert sizes and np.allclose(sizes, face / z, atol=1.5), (height, z, sizes)
+
+
+def test_training_with_short_side_crops_reads_the_param(tmp_path):
+    files = write_face_records(tmp_path, images=8, shards=1)
+    batches = []
+    for of in ("input", "short_side"):
+        augment = AugmentConfig(scale_crop=1.0, scale_crop_min=0.3, scale_crop_max=2.0, scale_crop_of=of)
+        dataset = make_dataset(files, anchor_boxes(TINY), 64, 4, training=True, augment=augment, seed=2)
+        batches.append(next(iter(dataset))[0].numpy())
+    assert batches[0].shape == batches[1].shape == (4, 64, 64, 3)
+    assert not np.array_equal(batches[0], batches[1])  # the same draws, another crop side

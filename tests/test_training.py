@@ -5,6 +5,7 @@ and MultiWorkerMirroredStrategy with two workers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import keras
 import numpy as np
 import pytest
 
-from facedet.params.sections import EvaluateParams, TrainParams
+from facedet.params.sections import AugmentConfig, EvaluateParams, LossConfig, TrainParams
 from facedet.runtime.keras_detector import KerasDetector
 from facedet.train.curves import restore_live_files
 from facedet.train.fused_batch_norm import FusedBatchNormalization, fused_batch_norm
@@ -311,3 +312,19 @@ def test_a_corrupt_shard_is_named_before_any_checkpoint_is_touched(tmp_path):
     with pytest.raises(CorruptShardError, match=rf"^{shard}: corrupt TFRecord shard, record \d+ or soon after"):
         train(SHORT, TINY, files, tmp_path / "detector", ckpt, None, progress=False)
     assert sorted(p.name for p in ckpt.iterdir()) == before
+
+
+def test_the_recipe_options_train_through_the_loop(tmp_path):
+    """ATSS, quality focal loss, a GIoU box loss, short-side crops and a GroupNorm head, all at once: the loop
+    hands the anchors to the losses on decoded boxes (train and val) and the detector keeps its head_norm."""
+    files = write_face_records(tmp_path, images=8)
+    params = dataclasses.replace(
+        PARAMS, steps=4, checkpoint_every=4, assignment="atss", atss_top_k=4,
+        loss=LossConfig(classification="qfl", box_iou="giou", localization_weight=0.0),
+        augment=AugmentConfig(scale_crop=1.0, scale_crop_of="short_side", scale_crop_min=0.3, scale_crop_max=2.0))
+    config = dataclasses.replace(TINY, head_norm="group")
+    metrics = train(params, config, files, tmp_path / "detector", tmp_path / "checkpoints", None, val_files=files,
+                    progress=False)
+    assert all(np.isfinite(metrics[key]) for key in ("loss/total", "loss/localization", "val/loss/total"))
+    assert metrics["loss/localization"] > 0  # the GIoU loss alone (smooth L1 weighted 0)
+    assert json.loads((tmp_path / "detector" / "detector.json").read_text())["head_norm"] == "group"

@@ -309,7 +309,8 @@ def export_tflite(model, anchors_yxyx: np.ndarray, representative_images: Iterab
       for int8; the first few also probe the exported file in both modes).
     params: the op's settings (params.yaml `export`: max_detections, score_threshold, nms_iou,
       use_regular_nms).
-    Written atomically; verified (see `verify_tflite`) before it replaces `out_path`.
+    Written atomically; verified (see `verify_tflite`) before it replaces `out_path`. int8 refuses a
+    model with GroupNormalization (`head_norm: group`): the converter leaves part of it in float.
     """
     if quantize not in ("int8", "float"):
         raise ValueError(f"quantize must be 'int8' or 'float', got {quantize!r}")
@@ -320,6 +321,10 @@ def export_tflite(model, anchors_yxyx: np.ndarray, representative_images: Iterab
     for im in images:
         if im.dtype != np.uint8 or im.shape != (height, width, 3):
             raise ValueError(f"representative images must be uint8 ({height}, {width}, 3), got {im.dtype} {im.shape}")
+    if quantize == "int8" and (grouped := group_normalised_layers(model)):
+        raise ValueError(f"int8 export: GroupNormalization ({', '.join(grouped)}; head_norm: group) does not quantize "
+                         "to int8: the converter leaves its variance in float between quantize/dequantize pairs "
+                         "(export float, or train with head_norm: batch)")
     probes = images[:2] if len(images) >= 2 else images + [np.full((height, width, 3), 128, np.uint8)]
     archive = build_serving_archive(model, anchors_yxyx, params)
     with tempfile.TemporaryDirectory(prefix="facedet-export-") as tmp:
@@ -330,6 +335,13 @@ def export_tflite(model, anchors_yxyx: np.ndarray, representative_images: Iterab
         verify_tflite(tmp_path, quantize, probes, keras_model=model, score_threshold=params.score_threshold)
     log.debug("wrote %s (%s, %.1f KiB)", out_path, quantize, len(content) / 1024)
     return Path(out_path)
+
+
+def group_normalised_layers(model) -> list[str]:
+    """Names of the model's GroupNormalization layers (the detector's `head_norm: group`)."""
+    import keras
+
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.GroupNormalization)]
 
 
 def representative_images(tfrecord_paths: Iterable[str | os.PathLike], count: int,

@@ -47,6 +47,9 @@ class DetectorConfig:
     resize: how a photo is fitted to the input at inference: 'stretch' (plain resize, what training
       on whole photos sees) or 'letterbox' (aspect kept: what native-scale crop training sees);
       see facedet.runtime.tflite_detector.
+    head_norm: normalisation in the box and class towers, which all levels share: 'none' (conv + ReLU),
+      'batch' (shared conv, one BatchNormalization per level: statistics of one level are not mixed with
+      another's) or 'group' (one GroupNormalization shared by all levels, as SCRFD's head).
     """
 
     input_size: int = field_range(32, 2048, default=256)
@@ -62,6 +65,7 @@ class DetectorConfig:
     anchor_base_size: int = field_range(0, 4096, default=0)
     stride32_tap: Literal["out_relu", "block_16_project"] = "out_relu"
     resize: Literal["stretch", "letterbox"] = "stretch"
+    head_norm: Literal["none", "batch", "group"] = "none"
 
     def __post_init__(self) -> None:
         if self.input_size % 32:
@@ -91,7 +95,13 @@ class DetectorConfig:
         return [math.ceil(self.input_size / s) for s in self.feature_strides]
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+        """detector.json; fields in `WRITTEN_WHEN_SET` are left out at their defaults, so the default
+        detector's file keeps the bytes it had before they existed."""
+        data = dataclasses.asdict(self)
+        for name in WRITTEN_WHEN_SET:
+            if data[name] == getattr(DetectorConfig, name):
+                del data[name]
+        return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "detector config") -> "DetectorConfig":
@@ -104,6 +114,9 @@ class DetectorConfig:
         if path.is_dir():
             path = path / "detector.json"
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+
+
+WRITTEN_WHEN_SET = ("head_norm",)
 
 
 def load_preset(preset: str, configs_dir: str | os.PathLike = CONFIGS_DIR) -> DetectorConfig:
@@ -138,6 +151,11 @@ def layer_box_shapes(config: DetectorConfig) -> list[list[tuple[float, float]]]:
             layer.append((s, s))
         shapes.append([(h * to_input, w * to_input) for h, w in layer])
     return shapes
+
+
+def level_anchor_counts(config: DetectorConfig) -> tuple[int, ...]:
+    """Anchors on each layer, in `anchor_boxes` order: feature_size**2 * anchors_per_cell."""
+    return tuple(size * size * config.anchors_per_cell for size in config.feature_sizes())
 
 
 def anchor_boxes(config: DetectorConfig) -> np.ndarray:

@@ -55,16 +55,7 @@ def pairwise_iou(boxes_a, boxes_b):
 
     Degenerate (zero-area) boxes get IoU 0 with everything.
     """
-    ops = _ops(boxes_a)
-    a = boxes_a[:, None, :]
-    b = boxes_b[None, :, :]
-    inter_h = ops.maximum(ops.minimum(a[..., 2], b[..., 2]) - ops.maximum(a[..., 0], b[..., 0]), 0.0)
-    inter_w = ops.maximum(ops.minimum(a[..., 3], b[..., 3]) - ops.maximum(a[..., 1], b[..., 1]), 0.0)
-    inter = inter_h * inter_w
-    area_a = ops.maximum(a[..., 2] - a[..., 0], 0.0) * ops.maximum(a[..., 3] - a[..., 1], 0.0)
-    area_b = ops.maximum(b[..., 2] - b[..., 0], 0.0) * ops.maximum(b[..., 3] - b[..., 1], 0.0)
-    union = area_a + area_b - inter
-    return inter / ops.maximum(union, _EPS)
+    return aligned_iou(boxes_a[:, None, :], boxes_b[None, :, :])
 
 
 def encode_boxes(boxes, anchors):
@@ -95,3 +86,17 @@ def decode_boxes(encodings, anchors):
     h = ops.exp(th / sh) * ha
     w = ops.exp(tw / sw) * wa
     return centre_to_corners(_stack(ops, [yc, xc, h, w]))
+
+
+def aligned_iou(boxes_a, boxes_b):
+    """IoU of each box with the box at the same place: (..., 4) x (..., 4) `[ymin, xmin, ymax, xmax]`
+    (broadcastable) -> (...) float. Degenerate (zero-area) boxes get IoU 0."""
+    ops = _ops(boxes_a)
+    a, b = boxes_a, boxes_b
+    inter_h = ops.maximum(ops.minimum(a[..., 2], b[..., 2]) - ops.maximum(a[..., 0], b[..., 0]), 0.0)
+    inter_w = ops.maximum(ops.minimum(a[..., 3], b[..., 3]) - ops.maximum(a[..., 1], b[..., 1]), 0.0)
+    inter = inter_h * inter_w
+    area_a = ops.maximum(a[..., 2] - a[..., 0], 0.0) * ops.maximum(a[..., 3] - a[..., 1], 0.0)
+    area_b = ops.maximum(b[..., 2] - b[..., 0], 0.0) * ops.maximum(b[..., 3] - b[..., 1], 0.0)
+    union = area_a + area_b - inter
+    return inter / ops.maximum(union, _EPS)

@@ -145,16 +145,16 @@ def build_detector(config: DetectorConfig, backbone_weights: str | None = None,
 
     # Heads shared by all levels: separable 3x3 conv, then 1x1 predictors.
     k = config.anchors_per_cell
-    box_tower = layers.SeparableConv2D(channels, 3, padding="same", activation="relu", name="box_tower")
+    box_tower = _head_tower(config, "box_tower")
     box_out = layers.Conv2D(k * 4, 1, name="box_predictor")
-    class_tower = layers.SeparableConv2D(channels, 3, padding="same", activation="relu", name="class_tower")
+    class_tower = _head_tower(config, "class_tower")
     prior = keras.initializers.Constant(-math.log((1 - CLASS_PRIOR) / CLASS_PRIOR))
     class_out = layers.Conv2D(k, 1, bias_initializer=prior, name="class_predictor")
     boxes, logits = [], []
     for stride in config.feature_strides:
         f = features[stride]
-        boxes.append(layers.Reshape((-1, 4), name=f"boxes_s{stride}")(box_out(box_tower(f))))
-        logits.append(layers.Reshape((-1, 1), name=f"logits_s{stride}")(class_out(class_tower(f))))
+        boxes.append(layers.Reshape((-1, 4), name=f"boxes_s{stride}")(box_out(box_tower(f, stride))))
+        logits.append(layers.Reshape((-1, 1), name=f"logits_s{stride}")(class_out(class_tower(f, stride))))
     box_encodings = layers.Concatenate(axis=1, name="box_encodings")(boxes)
     class_logits = layers.Concatenate(axis=1, name="class_logits")(logits)
     model = keras.Model(image, {"box_encodings": box_encodings, "class_logits": class_logits},
@@ -166,6 +166,24 @@ def build_detector(config: DetectorConfig, backbone_weights: str | None = None,
     if model.output["box_encodings"].shape[1] != expected:
         raise AssertionError(f"heads emit {model.output['box_encodings'].shape[1]} boxes, anchors: {expected}")
     return model
+
+
+def _head_tower(config: DetectorConfig, name: str):
+    """The tower every level's features pass through before a predictor: `tower(features, stride)`.
+
+    head_norm 'none': separable 3x3 conv with ReLU. 'batch': the shared conv, then one BatchNormalization
+    per level (`<name>_bn_s<stride>`) and ReLU. 'group': the shared conv, one GroupNormalization shared by
+    all levels (gcd(head_channels, 16) groups) and ReLU.
+    """
+    if config.head_norm == "none":
+        conv = layers.SeparableConv2D(config.head_channels, 3, padding="same", activation="relu", name=name)
+        return lambda features, stride: conv(features)
+    conv = layers.SeparableConv2D(config.head_channels, 3, padding="same", use_bias=False, name=name)
+    relu = layers.ReLU(name=f"{name}_relu")
+    if config.head_norm == "group":
+        norm = layers.GroupNormalization(math.gcd(config.head_channels, 16), name=f"{name}_gn")
+        return lambda features, stride: relu(norm(conv(features)))
+    return lambda features, stride: relu(layers.BatchNormalization(name=f"{name}_bn_s{stride}")(conv(features)))
 
 
 def at_input_size(model: keras.Model, config: DetectorConfig, input_size: int) -> tuple[keras.Model, DetectorConfig]:

@@ -218,15 +218,20 @@ class ModelParams:
 @dataclass(frozen=True)
 class LossConfig:
     """params.yaml `train.loss`. classification: 'hard_negative_mining' (top negatives by loss,
-    `negatives_per_positive` per positive, at least `min_negatives` per image) or 'focal' (all anchors,
-    alpha/gamma)."""
+    `negatives_per_positive` per positive, at least `min_negatives` per image), 'focal' (all anchors,
+    alpha/gamma) or 'qfl' (quality focal loss: a positive's target is the IoU of its predicted box with
+    its face, `qfl_beta`). box_iou: an IoU-family loss on the decoded boxes of positives ('giou', 'diou',
+    'eiou'), weighted `box_iou_weight`, added to smooth L1 (`localization_weight`; 0: instead of it)."""
 
-    classification: Literal["hard_negative_mining", "focal"] = "hard_negative_mining"
+    classification: Literal["hard_negative_mining", "focal", "qfl"] = "hard_negative_mining"
     negatives_per_positive: float = 3.0
     min_negatives: int = 8
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    qfl_beta: float = field_range(0.0, 10.0, default=2.0)  # qfl: |target - p| ** beta weighs each anchor
     localization_weight: float = 1.0
+    box_iou: Literal["none", "giou", "diou", "eiou"] = "none"
+    box_iou_weight: float = field_range(0.0, 100.0, default=2.0)
 
 
 @dataclass(frozen=True)
@@ -246,12 +251,13 @@ class AugmentConfig:
     scale_crop: float = field_range(0.0, 1.0, default=0.0)  # native-scale square crop (facedet.train.scale_crop)
     scale_crop_min: float = field_range(0.1, 8.0, default=0.5)  # zoom z: crop side = z x input px
     scale_crop_max: float = field_range(0.1, 8.0, default=1.6)
+    # what z multiplies: 'input' (the model input side) or 'short_side' (the photo's, SCRFD's [0.3, 2.0])
+    scale_crop_of: Literal["input", "short_side"] = "input"
 
     def __post_init__(self) -> None:
         if self.scale_crop_min > self.scale_crop_max:
             raise ParamsError(f"params.yaml: 'train.augment.scale_crop_min' ({self.scale_crop_min}) must be <= "
                               f"'train.augment.scale_crop_max' ({self.scale_crop_max})")
-
 
 
 @dataclass(frozen=True)
@@ -274,6 +280,10 @@ class TrainParams:
     final_learning_rate: float = field_range(0.0, 1.0, default=0.0)  # as a fraction of learning_rate
     positive_iou: float = field_range(0.0, 1.0, default=0.5)
     negative_iou: float = field_range(0.0, 1.0, default=0.4)
+    # iou: the two thresholds above; atss: per face the atss_top_k anchors nearest its centre on each
+    # level, positive where IoU >= their mean + std and the anchor's centre lies in the face
+    assignment: Literal["iou", "atss"] = "iou"
+    atss_top_k: int = field_range(1, 100, default=9)
     log_every: int = field_range(1, 1_000_000, default=10)
     deterministic: bool = False  # bit-identical reruns on the same machine (facedet.train.determinism; slower)
     fused_batch_norm: bool = True  # train batch norm with TF's fused kernel (facedet.train.fused_batch_norm)

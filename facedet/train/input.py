@@ -17,7 +17,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from facedet.data.tfrecords import parse_example
-from facedet.model.losses import assign_targets
+from facedet.model.losses import assign_targets, assign_targets_atss
 from facedet.model.ssd import resize_for_model
 from facedet.params.sections import AugmentConfig, TrainParams
 from facedet.train.scale_crop import PAD_VALUE, scale_crop
@@ -134,7 +134,7 @@ def augment_example(serialized: tf.Tensor, seed, input_size: int, cfg: AugmentCo
     def cropped():
         boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), [-1, 4])
         image, boxes = scale_crop(example["image/encoded"], boxes, seed + 20, input_size,
-                                  cfg.scale_crop_min, cfg.scale_crop_max)
+                                  cfg.scale_crop_min, cfg.scale_crop_max, cfg.scale_crop_of)
         if cfg.flip > 0:
             image, boxes = tf.cond(_uniform(seed, 3) < cfg.flip, lambda: _flip(image, boxes),
                                    lambda: (image, boxes))
@@ -157,10 +157,13 @@ def decode_example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 def make_dataset(files: list[str], anchors, input_size: int, batch_size: int, *, training: bool,
                  augment: AugmentConfig = AugmentConfig(), seed: int | None = None,
                  positive_iou: float = TrainParams.positive_iou, negative_iou: float = TrainParams.negative_iou,
-                 shuffle_buffer: int = 2048, skip: int = 0) -> tf.data.Dataset:
+                 assignment: str = TrainParams.assignment, atss_top_k: int = TrainParams.atss_top_k,
+                 level_counts: tuple[int, ...] = (), shuffle_buffer: int = 2048, skip: int = 0) -> tf.data.Dataset:
     """Batched `(images, targets)` from TFRecord `files` (see the module docstring).
 
     anchors: float32 (A, 4) normalised `[ymin, xmin, ymax, xmax]` (facedet.model.anchors.anchor_boxes).
+    assignment: 'iou' (`assign_targets` with the two thresholds) or 'atss' (`assign_targets_atss`,
+    `atss_top_k` candidates per level; level_counts: anchors per level, `level_anchor_counts`).
     training: shuffle, repeat forever, augment, drop the last partial batch; otherwise one pass in
     file order with no augmentation.
     skip (training): drop the first `skip` examples of the stream before decoding them, so a run
@@ -171,7 +174,10 @@ def make_dataset(files: list[str], anchors, input_size: int, batch_size: int, *,
     anchors = tf.constant(anchors, tf.float32)
 
     def with_targets(image, boxes):
-        box_targets, labels = assign_targets(boxes, anchors, positive_iou, negative_iou)
+        if assignment == "atss":
+            box_targets, labels = assign_targets_atss(boxes, anchors, level_counts, atss_top_k)
+        else:
+            box_targets, labels = assign_targets(boxes, anchors, positive_iou, negative_iou)
         return image, {"box_targets": box_targets, "labels": labels}
 
     records = tf.data.TFRecordDataset(files, num_parallel_reads=min(len(files), 4) if training else None)

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from facedet.data.tfrecords import check_records_readable
-from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.anchors import DetectorConfig, anchor_boxes, level_anchor_counts
 from facedet.model.backbone_weights import backbone_weights_record
 from facedet.model.losses import detection_loss
 from facedet.model.ssd import build_detector
@@ -71,10 +72,12 @@ def _decayed(model: keras.Model) -> list:
     return [v for v in model.trainable_variables if "kernel" in v.path]
 
 
-def make_train_step(state: TrainState, params: TrainParams, strategy: tf.distribute.Strategy):
+def make_train_step(state: TrainState, params: TrainParams, strategy: tf.distribute.Strategy,
+                    anchors: np.ndarray | None = None):
     """A compiled `train_step(iterator) -> {'loss/total', 'loss/localization', 'loss/classification',
     'loss/l2'}` that takes one global batch `(images, targets)` from a (distributed) iterator over
-    `make_dataset` batches, runs forward + backward on each replica and applies the gradients."""
+    `make_dataset` batches, runs forward + backward on each replica and applies the gradients.
+    anchors: float32 (A, 4) `[ymin, xmin, ymax, xmax]`, for the losses on decoded boxes."""
     model, optimizer = state.model, state.optimizer
     decayed = _decayed(model)
 
@@ -82,7 +85,7 @@ def make_train_step(state: TrainState, params: TrainParams, strategy: tf.distrib
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
             parts = detection_loss(targets["box_targets"], targets["labels"], outputs["box_encodings"],
-                                   outputs["class_logits"], params.loss)
+                                   outputs["class_logits"], params.loss, anchors)
             l2 = params.weight_decay * tf.add_n([tf.reduce_sum(tf.square(v)) for v in decayed])
             total = parts["total"] + l2
             scaled = total / strategy.num_replicas_in_sync  # gradients are summed over replicas
@@ -132,15 +135,15 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
     manager = tf.train.CheckpointManager(state.checkpoint, save_dir, max_to_keep=2)
 
     anchors = anchor_boxes(config)
+    matching = dict(positive_iou=params.positive_iou, negative_iou=params.negative_iou, assignment=params.assignment,
+                    atss_top_k=params.atss_top_k, level_counts=level_anchor_counts(config))
     # A resumed run skips the examples the first `start` steps used (reading records, not decoding them).
     dataset = make_dataset(train_files, anchors, config.input_size, params.batch_size, training=True,
-                           augment=params.augment, seed=params.seed, skip=start * params.batch_size,
-                           positive_iou=params.positive_iou, negative_iou=params.negative_iou)
-    val_dataset = (make_dataset(val_files, anchors, config.input_size, params.batch_size, training=False,
-                                positive_iou=params.positive_iou, negative_iou=params.negative_iou)
+                           augment=params.augment, seed=params.seed, skip=start * params.batch_size, **matching)
+    val_dataset = (make_dataset(val_files, anchors, config.input_size, params.batch_size, training=False, **matching)
                    if val_files else None)
-    train_step = make_train_step(state, params, strategy)
-    val_loss = make_loss_function(state.model, params.loss)
+    train_step = make_train_step(state, params, strategy, anchors)
+    val_loss = make_loss_function(state.model, params.loss, anchors)
     live = open_live(live_dir, checkpoint_dir / LIVE_SNAPSHOT, start) if chief else None
     board = tf.summary.create_file_writer(str(tensorboard_dir)) if chief and tensorboard_dir else None
 
@@ -184,14 +187,15 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
     return metrics
 
 
-def make_loss_function(model: keras.Model, loss_config: LossConfig):
-    """A compiled `(images, targets) -> {'localization', 'classification', 'total'}` in inference mode."""
+def make_loss_function(model: keras.Model, loss_config: LossConfig, anchors: np.ndarray | None = None):
+    """A compiled `(images, targets) -> {'localization', 'classification', 'total'}` in inference mode
+    (anchors: float32 (A, 4) `[ymin, xmin, ymax, xmax]`, for the losses on decoded boxes)."""
 
     @tf.function
     def batch_loss(images, targets):
         outputs = model(images, training=False)
         return detection_loss(targets["box_targets"], targets["labels"], outputs["box_encodings"],
-                              outputs["class_logits"], loss_config)
+                              outputs["class_logits"], loss_config, anchors)
 
     return batch_loss
 

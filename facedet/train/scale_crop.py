@@ -8,6 +8,8 @@ that it holds the centre of a random face, decodes only that window of the JPEG
 (`tf.io.decode_and_crop_jpeg`) and resizes it to `input_size`. Where the square overhangs a small
 photo, the rest is grey padding (the photo keeps its aspect and its scale 1/z).
 Faces whose centre leaves the window are dropped, the rest clipped to it.
+With `of='short_side'` the side is z x the photo's short side instead (SCRFD's crops: z in
+[0.3, 2.0]), so the faces' scale depends on the photo: input_size / (z x short side).
 """
 
 from __future__ import annotations
@@ -16,17 +18,21 @@ import math
 
 import tensorflow as tf
 
+from facedet.params.sections import AugmentConfig
+
 PAD_VALUE = 127.5  # grey: 0 after the model's [-1, 1] normalisation
 
 
 def scale_crop(encoded_jpeg: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor, input_size: int,
-               z_min: float, z_max: float) -> tuple[tf.Tensor, tf.Tensor]:
+               z_min: float, z_max: float, of: str = AugmentConfig.scale_crop_of) -> tuple[tf.Tensor, tf.Tensor]:
     """encoded_jpeg: scalar string; boxes float32 (N, 4) normalised `[ymin, xmin, ymax, xmax]` of the
-    photo; seed int64 (2,) -> image float32 (S, S, 3) RGB 0..255 and boxes (M, 4) normalised in it."""
+    photo; seed int64 (2,) -> image float32 (S, S, 3) RGB 0..255 and boxes (M, 4) normalised in it.
+    The crop side is z x `of`: 'input' (input_size px) or 'short_side' (the photo's shorter side)."""
     u = tf.random.stateless_uniform([6], seed=seed)
     shape = tf.io.extract_jpeg_shape(encoded_jpeg)
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    side = input_size * tf.exp(math.log(z_min) + (math.log(z_max) - math.log(z_min)) * u[0])  # px of the photo
+    base = tf.minimum(height, width) if of == "short_side" else float(input_size)
+    side = base * tf.exp(math.log(z_min) + (math.log(z_max) - math.log(z_min)) * u[0])  # px of the photo
     crop_h, crop_w = tf.minimum(side, height), tf.minimum(side, width)
 
     count = tf.shape(boxes)[0]

@@ -98,7 +98,7 @@ def git_lineage(repo: str | os.PathLike = ".") -> dict[str, Any]:
         return done.stdout if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain")
+    status = git("status", "--porcelain", "--untracked-files=all")  # each file, not its new folder
     if commit is None or status is None:
         return {"commit": None, "dirty": None, "dirty_paths": [],
                 "note": "not a git work tree, or no commit yet"}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
+from facedet.params.loader import parse_params, read_params_file
 from facedet.pipeline.hashing import sha256_of
 from facedet.runtime.tflite_detector import TFLiteDetector, read_export_manifest
 
@@ -26,8 +26,9 @@ WIDER = REPO.parent / "shared" / "realfaces" / "widerface"
 MAX_BYTES = 4 * 1024 * 1024
 
 
-def test_the_release_ships_a_phone_file_and_a_640_file_under_4_mb():
-    assert [p.name for p in RELEASED] == ["face_detector_int8_320.tflite", "face_detector_int8_640.tflite"]
+def test_the_release_ships_a_phone_file_a_640_and_a_1024_file_under_4_mb():
+    assert sorted(p.name for p in RELEASED) == ["face_detector_int8_1024.tflite", "face_detector_int8_320.tflite",
+                                                "face_detector_int8_640.tflite"]
     assert all(p.stat().st_size <= MAX_BYTES for p in RELEASED)
 
 
@@ -45,14 +46,16 @@ def test_each_released_file_is_the_one_its_model_card_describes(path):
 
 
 def test_the_release_carries_the_params_and_lock_of_the_run_that_made_it():
-    params = yaml.safe_load((RELEASE / "params.yaml").read_text())
-    lock = yaml.safe_load((RELEASE / "dvc.lock").read_text())
+    # both read as DVC writes them (YAML 1.2 floats such as 4e-05)
+    params = read_params_file(RELEASE / "params.yaml")
+    lock = parse_params((RELEASE / "dvc.lock").read_text(), "dvc.lock")
     card = json.loads((RELEASE / "model_card.json").read_text())
-    assert lock["stages"]["train"]["params"]["params.yaml"]["train"] == params["train"]
-    assert lock["stages"]["export"]["params"]["params.yaml"]["export"] == params["export"]
-    assert card["params"]["train"] == params["train"]
+    for section, stage in (("train", "train"), ("export", "export"), ("model", "train")):
+        assert lock["stages"][stage]["params"]["params.yaml"][section] == params[section], section
+    assert card["params"] == params
     backbone = card["backbone"]
     assert backbone["backbone_weights"] == params["train"]["backbone_weights"] and len(backbone["sha256"]) == 64
+    assert card["reproduce"]["exact"] is True and card["reproduce"]["command"].endswith("&& dvc repro")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="MediaPipe Tasks is not installed")

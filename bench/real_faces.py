@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from facedet.data.images import decode_rgb  # noqa: E402
 from facedet.data.wider_gt import WiderFormatError  # noqa: E402
 from facedet.data.wider_mat import EvalImage, read_eval_ground_truth  # noqa: E402
 from facedet.evaluate.wider_eval import evaluate_matches, match_predictions  # noqa: E402
@@ -146,8 +146,7 @@ def image_path(wider: Path, item: EvalImage) -> Path:
 def run(rows: list[Row], wider: Path, ground_truth: list[EvalImage]) -> None:
     """Every row on every photo (decoded once), then each row's official E/M/H AP."""
     for item in tqdm(ground_truth, desc="real faces", unit="img"):
-        with Image.open(image_path(wider, item)) as image:
-            rgb = np.asarray(image.convert("RGB"))
+        rgb = decode_rgb(image_path(wider, item).read_bytes(), item.image)  # as displayed, like the evaluation
         for row in rows:
             started = time.perf_counter()
             row.predictions[item.key] = row.detector.detect(rgb)

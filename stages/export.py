@@ -42,7 +42,7 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     from facedet import __version__
     from facedet.data.tfrecords import list_shards
     from facedet.export.metadata import metadata_description, write_detector_metadata, writer_unavailable_reason
-    from facedet.export.tflite import export_tflite, representative_images, verify_tflite
+    from facedet.export.tflite import export_tflite, representative_images, require_memory, verify_tflite
     from facedet.model.anchors import DetectorConfig, anchor_boxes
     from facedet.model.ssd import at_input_size
     from facedet.runtime.tflite_detector import EXPORT_MANIFEST
@@ -52,6 +52,7 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     trained = DetectorConfig.from_json(model_dir / "detector.json")
     # per input size two .tflite files (int8 ~1/4, float ~1x the weights) and the converter's SavedModel (~1x)
     sizes = list(dict.fromkeys([trained.input_size, *params.input_sizes]))
+    require_memory(sizes, params.representative_images)  # before minutes of conversion
     require_free_space(out_dir, 3 * len(sizes) * (model_dir / "model.keras").stat().st_size, "the exported models")
     trained_model = keras.models.load_model(model_dir / "model.keras", compile=False)
     shards = list_shards(tfrecord_dir, "train")

@@ -4,9 +4,11 @@ Reads  models/export/export.json and the .tflite files it lists (size, hash, inp
        outputs, metadata, 1-thread latency), models/detector/detector.json (resolved preset), configs/<preset>.yaml,
        reports/evaluate/metrics.json (Keras float), reports/evaluate_tflite/metrics.json (shipped
        .tflite), params.yaml (every section), dvc.lock (the md5 of data/raw and data/tfrecords as
-       recorded) and `git rev-parse HEAD` (+ a dirty flag).
-Writes models/model_card.md and models/model_card.json, and reports/model.json (each .tflite's size
-and latency, the metrics `dvc exp show` / `dvc metrics diff` list), atomically.
+       recorded), `git rev-parse HEAD` (+ a dirty flag) and the commit's params.yaml (the params a
+       reproduce command must set), and the backbone weights file if `train.backbone_weights` names one.
+Writes models/model_card.md and models/model_card.json, reports/model.json (each .tflite's size and
+latency) and reports/metrics.json (the shipped file's Easy / Medium / Hard AP, COCO AP, size and
+latency: the one DVC metrics file, what `dvc exp show` and `dvc exp diff` compare), atomically.
 Runs last, after evaluate_tflite, so the card holds every metric and no stage writes another's outputs.
 """
 
@@ -15,7 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from facedet.model_card import build_model_card, load_inputs, read_json_if_present, write_model_card
+from facedet.model_card import (build_model_card, headline_metrics, load_inputs, read_json_if_present,
+                                write_model_card)
 from facedet.params.loader import exit_on_bad_params
 from facedet.pipeline.atomic import write_text_atomic
 from facedet.pipeline.lifetime import die_with_parent
@@ -24,6 +27,7 @@ from facedet.pipeline.paths import (
     EVALUATE_DIR,
     EVALUATE_TFLITE_DIR,
     EXPORT_DIR,
+    HEADLINE_METRICS,
     MODEL_CARD_DIR,
     MODEL_DIR,
     MODEL_METRICS,
@@ -33,13 +37,15 @@ from facedet.runtime.tflite_detector import read_export_manifest
 
 PARSER = stage_parser("model_card", __doc__, export_dir=EXPORT_DIR, model_dir=MODEL_DIR, configs_dir=CONFIGS_DIR,
                       evaluate_dir=EVALUATE_DIR, evaluate_tflite_dir=EVALUATE_TFLITE_DIR,
-                      model_card_dir=MODEL_CARD_DIR, model_metrics=MODEL_METRICS)
+                      model_card_dir=MODEL_CARD_DIR, model_metrics=MODEL_METRICS,
+                      headline_metrics=HEADLINE_METRICS)
 PARSER.add_argument("--latency-runs", type=int, default=50,
                     help="timed invokes per model, median reported (default: %(default)s)")
 
 
 def model_card(args: argparse.Namespace) -> dict:
-    """Write the card and reports/model.json from the paths in `args` (PARSER's flags); return the card."""
+    """Write the card, reports/model.json and reports/metrics.json from the paths in `args` (PARSER's
+    flags); return the card."""
     inputs = load_inputs(args.params, args.model_dir, args.configs_dir)
     files = {e["variant"]: args.export_dir / e["file"] for e in read_export_manifest(args.export_dir)}
     missing = [str(p) for p in files.values() if not p.is_file()]
@@ -52,6 +58,7 @@ def model_card(args: argparse.Namespace) -> dict:
     sizes = {variant: {"size_kb": facts["size_kb"], "latency_ms_1_thread": facts["latency_ms_1_thread"]}
              for variant, facts in card["files"].items()}
     write_text_atomic(args.model_metrics, json.dumps(sizes, indent=2) + "\n")
+    write_text_atomic(args.headline_metrics, json.dumps(headline_metrics(card), indent=2) + "\n")
     return card
 
 

@@ -56,9 +56,10 @@ def main(argv: list[str] | None = None) -> None:
         model = load_section("model", ModelParams, args.params)
         params = load_section("train", TrainParams, args.params)
         config = load_preset(model.preset, args.configs_dir)
-    from facedet.model.ssd import BackboneWeightsError  # TF: not for --help or a params error
+    from facedet.data.tfrecords import CorruptShardError  # TF: not for --help or a params error
+    from facedet.model.ssd import BackboneWeightsError
 
-    with exit_on_bad_params("train", BackboneWeightsError, FloatingPointError, FileNotFoundError), \
+    with exit_on_bad_params("train", BackboneWeightsError, FloatingPointError, FileNotFoundError, CorruptShardError), \
             exit_on_disk_full("train", args.model_dir.parent):
         train(params, config, args.tfrecord_dir, args.model_dir, args.checkpoint_dir, args.live_dir)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+STAGE_PYTHON = "sh stages/python"  # every stage runs with the interpreter that runs DVC
 
 
 def facedet_imports(path: Path) -> set[Path]:
@@ -47,7 +49,7 @@ def stages() -> dict:
 def test_each_stage_depends_on_exactly_the_code_it_runs():
     for name, stage in stages().items():
         module = f"stages/{name}.py"
-        assert stage["cmd"] in (f"python -m stages.{name}", f"python -m stages.{name} ${{key}}")
+        assert stage["cmd"] in (f"{STAGE_PYTHON} -m stages.{name}", f"{STAGE_PYTHON} -m stages.{name} ${{key}}")
         code_deps = {d for d in stage["deps"] if d.startswith("facedet/")}
         assert module in stage["deps"], name
         assert code_deps == import_closure(REPO / module), name
@@ -126,3 +128,81 @@ def test_stage_path_flags_default_to_the_paths_dvc_yaml_lists():
         untracked = [d for d in defaults - untracked_ok
                      if not any(Path(p) == d or d in Path(p).parents for p in tracked)]
         assert untracked == [], (name, "path flags whose default dvc.yaml does not list for the stage")
+
+
+def test_stages_run_with_the_python_that_runs_dvc_without_an_activated_venv(tmp_path):
+    """`.venv/bin/dvc repro` from a shell where the venv is not activated: PATH finds no Python with
+    our packages (a plain `python` in a stage command failed with "No module named 'tqdm'"), yet
+    the stage runs with DVC's own interpreter."""
+    dvc = Path(sys.executable).parent / "dvc"
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages/python").write_bytes((REPO / "stages/python").read_bytes())
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"which": {
+        "cmd": f"{STAGE_PYTHON} -c \"import sys, tqdm; open('which.txt', 'w').write(sys.executable)\"",
+        "outs": [{"which.txt": {"cache": False}}]}}}))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DVC_NO_ANALYTICS": "1"}
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, env=env, check=True)
+    run = subprocess.run([dvc, "repro"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert Path((tmp_path / "which.txt").read_text()).parent == Path(sys.executable).parent  # the venv's bin/
+
+
+HEADLINE_KEYS = ["easy_ap", "medium_ap", "hard_ap", "coco_ap", "size_kb", "latency_ms"]
+
+
+def test_dvc_metrics_are_the_few_numbers_a_user_compares_and_fit_in_120_columns():
+    """`dvc metrics show` / `dvc exp show` lead with the shipped file's Easy / Medium / Hard AP, COCO
+    AP, size and latency; the counters (filter drops, every COCO figure, losses) are plain outputs."""
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    metrics = [next(iter(m)) if isinstance(m, dict) else m
+               for stage in dvc_yaml["stages"].values() for m in stage.get("do", stage).get("metrics", [])]
+    assert metrics == ["reports/metrics.json"]
+    committed = json.loads((REPO / "reports/metrics.json").read_text())
+    assert list(committed) == HEADLINE_KEYS and all(isinstance(v, float) for v in committed.values())
+    dvc = Path(sys.executable).parent / "dvc"
+    shown = subprocess.run([dvc, "metrics", "show"], cwd=REPO, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, COLUMNS="400"))
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.rstrip().splitlines()
+    assert len(lines) == 2 and lines[0].split() == ["Path", *sorted(HEADLINE_KEYS)], shown.stdout
+    assert max(map(len, lines)) <= 120, shown.stdout
+
+
+def test_every_chart_is_defined_once_with_real_axes():
+    """No stage declares `plots:` (DVC would draw each such file again, against a row index); the
+    top-level plots name x and y columns that the files hold: face sizes in pixels for train and val,
+    recall against face height in pixels."""
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert not [name for name, stage in dvc_yaml["stages"].items() if "plots" in stage.get("do", stage)]
+    plots = {next(iter(p)) if isinstance(p, dict) else p: (next(iter(p.values())) if isinstance(p, dict) else None)
+             for p in dvc_yaml["plots"]}
+    drawn = []
+    for name, spec in plots.items():
+        if spec is None:  # an image, shown as it is
+            assert name.endswith(".png") and (REPO / name).is_file(), name
+            continue
+        assert spec["title"] and spec["x"], name
+        for path, fields in spec["y"].items():
+            fields = [fields] if isinstance(fields, str) else fields
+            drawn += [(path, field) for field in fields]
+            if (REPO / path).is_file():  # the files kept in git (the others are DVC outputs)
+                sep = "\t" if path.endswith(".tsv") else ","
+                header = (REPO / path).read_text().splitlines()[0].split(sep)
+                assert spec["x"] in header and set(fields) <= set(header), (name, path, header)
+    assert len(drawn) == len(set(drawn)), "a column drawn twice"
+    assert plots["face_sizes"]["x"] == "min_side_px"
+    assert plots["face_sizes"]["y"] == {"reports/filter/face_sizes.csv": ["train", "val"]}
+    assert plots["recall_by_size"]["x"] == "min_height_px"
+    assert set(plots["recall_by_size"]["y"]) == {"reports/evaluate/recall_by_size.csv",
+                                                 "reports/evaluate_tflite/int8/recall_by_size.csv"}
+
+
+def test_the_face_detector_artifact_is_the_recommended_file_detect_uses():
+    """`dvc artifacts get <repo> face-detector` gives the file `facedet detect` runs by default: the
+    released real-face model, not this checkout's synthetic smoke-test export."""
+    from facedet.cli.detect import RELEASED_MODEL
+
+    artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
+    assert Path(artifacts["face-detector"]["path"]) == RELEASED_MODEL.relative_to(REPO)
+    assert artifacts["face-detector"]["meta"]["model_card"] == "models/release/model_card.md"
+    assert artifacts["face-detector-run"]["path"] == "models/export/face_detector_int8.tflite"

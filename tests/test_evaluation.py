@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from facedet.data.filtering import load_filtered, run_filter
+from facedet.data.images import decode_rgb
 from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.wider_archive import WiderArchive
-from facedet.evaluate.score import decode_rgb, evaluate_detector, int8_minus_float
+from facedet.evaluate.score import evaluate_detector, int8_minus_float
 from facedet.evaluate.submission import read_predictions
 from facedet.params.sections import FilterParams, SyntheticParams
 from facedet.runtime.detector import Detector

@@ -257,6 +257,7 @@ def one_box(bbox: list, **extra) -> dict:
     (coco_json(annotations=[{"id": 1, "image_id": 5, "category_id": 7, "bbox": [1, 1, 2, 2]}]), None,
      "instances.json: annotations[0].image_id: no image has id 5"),
     ({"images": []}, None, "instances.json: 'annotations' missing"),
+    ('{"images": ' + "[" * 100_000 + "]" * 100_000 + "}", None, "instances.json: JSON nested too deeply to read"),
 ])
 def test_bad_coco_gives_one_line_naming_the_file_and_json_index(tmp_path, data, images, expected):
     message = bad_coco(tmp_path, data, images)

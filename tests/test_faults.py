@@ -1,4 +1,4 @@
-"""What a user sees when things go wrong (README, "What happens when things go wrong"): every fault
+"""What a user sees when things go wrong (docs/faults.md): every fault
 found by probing a fresh clone, and every behaviour the probe found already right, ends in one line on
 stderr naming the file (and line, the param, the path, the space needed), exit status 1, and no partial
 output; a killed stage leaves nothing that survives its next run."""
@@ -630,3 +630,266 @@ def test_a_malformed_gt_txt_is_one_line_naming_the_file_and_line(tmp_path):
     replace_member(split_zip, member, "\n".join(lines).encode())
     one_line_error(stage(root, "filter"), "filter: error: ", f"wider_face_split.zip:{member}:2")
     assert outputs(root) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# 19.1 a phone photo (EXIF orientation 6) keeps its face: annotations are in the displayed frame
+
+
+FACE = (20, 10, 80, 60)  # x1, y1, x2, y2 in the displayed photo, as a labelling tool shows it
+
+
+def phone_photo(width: int, height: int) -> bytes:
+    """A JPEG shown as `width` x `height` (grey, a red face at FACE) but stored turned a quarter
+    left, with EXIF orientation 6 ("turn 90 degrees clockwise to view"), as phones store portraits."""
+    from PIL import ImageOps
+
+    shown = Image.new("RGB", (width, height), (110, 110, 110))
+    shown.paste((230, 20, 20), FACE)
+    stored = shown.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    stored.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))).size == (width, height)
+    return buf.getvalue()
+
+
+def shard_example(image: str, data: bytes, gt_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What training sees of one image after filter and shard: (pixels (H, W, 3), boxes (N, 4) pixel
+    x1, y1, x2, y2), decoded from the tf.Example as facedet.train.input decodes it."""
+    import tensorflow as tf
+
+    from facedet.data.filtering import FilteredImage, filter_faces, inspect_image, reencode_reason
+    from facedet.data.tfrecords import ExampleEncoder
+    from facedet.params.sections import FilterParams
+    from facedet.train.input import decode_example
+
+    info = inspect_image(data)
+    assert not info.problem, info
+    assert reencode_reason(info.mode, info.format, info.orientation) == "exif_orientation"  # counted in filter.json
+    kept, dropped = filter_faces(gt_rows, info.width, info.height, FilterParams(min_face_px=4))
+    assert not dropped, dropped
+    item = FilteredImage(image, info.width, info.height, kept[:, :4].astype(np.float32), info.mode, info.format)
+
+    class Archive:
+        def read_image(self, split: str, name: str) -> bytes:
+            return data
+
+    pixels, boxes = decode_example(tf.constant(ExampleEncoder(Archive(), "train")(item)))
+    h, w = pixels.shape[:2]
+    return pixels.numpy(), boxes.numpy()[:, [1, 0, 3, 2]] * (w, h, w, h)
+
+
+def index_voc_photo(tmp_path: Path, data: bytes, size: tuple[int, int] | None) -> np.ndarray:
+    """The WIDER gt rows that a VOC source with this photo (its face annotated at FACE) becomes."""
+    from facedet.data.extra_train import write_extra_index
+    from facedet.data.wider_gt import parse_gt_txt
+    from facedet.params.sections import ExtraSource
+
+    root = tmp_path / "voc"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    (root / "JPEGImages" / "p.jpg").write_bytes(data)
+    size_xml = f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>" if size else ""
+    (root / "Annotations" / "p.xml").write_text(
+        f"<annotation><filename>p.jpg</filename>{size_xml}<object><name>face</name><bndbox><xmin>{FACE[0]}</xmin>"
+        f"<ymin>{FACE[1]}</ymin><xmax>{FACE[2]}</xmax><ymax>{FACE[3]}</ymax></bndbox></object></annotation>\n")
+    write_extra_index("phone", ExtraSource(format="voc", path=str(root), pixel_origin=0), tmp_path / "phone.zip")
+    with zipfile.ZipFile(tmp_path / "phone.zip") as zf:
+        records = parse_gt_txt(zf.read("wider_face_split/phone_train_bbx_gt.txt").decode())
+    return records[0].gt_rows
+
+
+@pytest.mark.parametrize("source, shown", [("voc without <size>", (120, 300)), ("voc, square photo", (160, 160)),
+                                           ("voc with <size>", (120, 300)), ("wider gt txt", (120, 300))])
+def test_a_phone_photo_with_exif_orientation_keeps_its_face_where_it_was_annotated(tmp_path, source, shown):
+    data = phone_photo(*shown)
+    if source.startswith("voc"):
+        rows = index_voc_photo(tmp_path, data, shown if "with" in source else None)
+    else:  # a WIDER tree's gt txt row: x1 y1 w h blur expression illumination invalid occlusion pose
+        rows = np.array([[FACE[0], FACE[1], FACE[2] - FACE[0], FACE[3] - FACE[1], 0, 0, 0, 0, 0, 0]])
+    pixels, boxes = shard_example("phone/p.jpg", data, rows)
+    assert pixels.shape[:2] == (shown[1], shown[0])  # the TFRecord stores the photo as it is shown
+    np.testing.assert_allclose(boxes, [FACE], atol=1.0)
+    x1, y1, x2, y2 = FACE
+    face = pixels[y1 + 3:y2 - 3, x1 + 3:x2 - 3].astype(int)
+    assert face[..., 0].mean() > 200 and face[..., 1].mean() < 60  # the box holds the red face
+
+
+def test_a_photo_without_exif_rotation_is_stored_untouched():
+    from facedet.data.tfrecords import image_for_shard
+
+    plain = jpeg_bytes(np.full((40, 60, 3), 90, np.uint8))
+    assert image_for_shard(plain, 60, 40, "RGB", "JPEG").data == plain  # so its data hashes stay the same
+
+
+def test_evaluation_and_detect_read_the_displayed_photo(tmp_path):
+    from facedet.data.images import decode_rgb, read_photo
+
+    data = phone_photo(120, 300)
+    (tmp_path / "p.jpg").write_bytes(data)
+    for pixels in (decode_rgb(data, "p.jpg"), read_photo(tmp_path / "p.jpg").pixels):
+        assert pixels.shape == (300, 120, 3) and pixels[FACE[1] + 5, FACE[0] + 5, 0] > 200
+
+
+# ---------------------------------------------------------------------------------------------
+# 19.3, 19.5, 19.8 images in the wild for `facedet detect`: bombs, huge photos, 16-bit, broken links
+
+
+class BrightestBox:
+    """A Detector for these tests: one face, the box around the pixels brighter than 200 (score 0.9)."""
+
+    def detect(self, rgb: np.ndarray) -> np.ndarray:
+        ys, xs = np.nonzero(rgb.max(axis=-1) > 200)
+        if not len(xs):
+            return np.zeros((0, 5), np.float32)
+        return np.array([[xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min(), 0.9]], np.float32)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 1-bit PNG of a few hundred bytes whose header says `width` x `height` (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = zlib.compress(b"\0" * ((width + 7) // 8 + 1) * 8)  # a few rows; the rest is never read
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_one_line_and_the_rest_of_the_folder_is_read(standin_tflite, photo, tmp_path, capsys):
+    from facedet.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a_bomb.png").write_bytes(png_claiming(15000, 12000))  # 180 megapixels claimed
+    shutil.copy(photo, folder / "b_photo.jpg")
+    assert main(["detect", str(standin_tflite), str(folder), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert f"facedet detect: error: {folder / 'a_bomb.png'}: 15000x12000 px (180.0 megapixels) PNG" in err
+    assert "Traceback" not in err and "DecompressionBomb" not in err
+    assert (tmp_path / "out" / "b_photo.json").is_file()  # the image after it was read
+
+
+def test_a_huge_photo_is_detected_scaled_down_with_boxes_in_its_own_pixels(tmp_path, recwarn):
+    from facedet.data.images import DETECT_MAX_SIDE
+    from facedet.runtime.detect import detect_faces
+
+    big = Image.new("L", (10000, 9000), 40)  # 90 megapixels: past Pillow's warning (89.5)
+    big.paste(255, (4000, 3000, 6000, 5000))
+    big.save(tmp_path / "big.jpg", quality=90)
+    del big
+    start = time.monotonic()
+    [result] = detect_faces(BrightestBox(), [tmp_path / "big.jpg"], tmp_path / "out", 0.5)
+    assert time.monotonic() - start < 15  # 24 s and 2.5 GB at 12000x9000 when it was decoded in full
+    assert (result.width, result.height) == (10000, 9000)
+    np.testing.assert_allclose(result.faces[0, :4], [4000, 3000, 2000, 2000], atol=12)
+    assert max(Image.open(tmp_path / "out" / "big.jpg").size) <= DETECT_MAX_SIDE  # the drawing: the scaled photo
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+
+
+def test_a_16_bit_png_is_read_as_its_grey_levels(tmp_path):
+    from facedet.runtime.detect import detect_faces
+
+    levels = np.full((60, 80), 20000, np.uint16)  # dark grey in 16 bits: Pillow's own conversion says white
+    levels[20:40, 30:50] = 65000
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    [result] = detect_faces(BrightestBox(), [tmp_path / "deep.png"], tmp_path / "out", 0.5)
+    np.testing.assert_array_equal(result.faces[:, :4], [[30, 20, 20, 20]])
+
+
+def test_an_image_mode_that_has_no_rgb_view_is_refused_by_name(tmp_path):
+    from facedet.data.images import ImageError, read_photo
+
+    Image.fromarray(np.zeros((8, 8), np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(ImageError, match=r"float.tiff: pixel mode F cannot be read as RGB"):
+        read_photo(tmp_path / "float.tiff")
+
+
+def test_broken_and_looping_links_in_a_folder_are_named_and_counted(standin_tflite, photo, tmp_path, capsys):
+    from facedet.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(photo, folder / "a.jpg")
+    (folder / "gone.jpg").symlink_to("moved-away.jpg")
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    assert main(["detect", str(standin_tflite), str(folder), "--out", str(tmp_path / "out")]) == 1
+    out, err = capsys.readouterr()
+    err = err.splitlines()
+    assert f"facedet detect: error: {folder / 'gone.jpg'}: a broken symbolic link (-> moved-away.jpg), skipped" in err
+    assert f"facedet detect: error: {folder / 'loop.jpg'}: a symbolic link loop (-> loop.jpg), skipped" in err
+    assert out.splitlines()[-1] == "2 of 3 images not read (each named on stderr)" and len(err) == 2
+    assert (tmp_path / "out" / "a.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# 19.2 two `dvc exp run` at once: the second rewrites params.yaml while the first trains
+
+
+def test_a_stage_whose_params_changed_while_it_ran_fails_so_dvc_records_nothing(tmp_path, monkeypatch):
+    import stages.train
+
+    root = project(tmp_path, raw=None)
+    params_file = root / "params.yaml"
+    values = yaml.safe_load(params_file.read_text())
+
+    def second_experiment_meanwhile(params, *args) -> None:  # what `dvc exp run -S train.steps=5` does to the file
+        assert params.steps == values["train"]["steps"]
+        values["train"]["steps"] = 5
+        params_file.write_text(yaml.safe_dump(values, sort_keys=False))
+
+    monkeypatch.setattr(stages.train, "train", second_experiment_meanwhile)
+    with pytest.raises(SystemExit) as stop:
+        stages.train.main(["--params", str(params_file), "--configs-dir", str(root / "configs")])
+    message = str(stop.value)
+    assert message.startswith(f"train: error: {params_file} changed while the stage ran (train.steps: ")
+    assert "5 now" in message and "dvc exp run --queue" in message and "\n" not in message
+
+
+def test_a_stage_whose_params_stayed_the_same_ends_normally(tmp_path, monkeypatch):
+    import stages.train
+
+    root = project(tmp_path, raw=None)
+    ran = []
+    monkeypatch.setattr(stages.train, "train", lambda params, *args: ran.append(params.steps))
+    stages.train.main(["--params", str(root / "params.yaml"), "--configs-dir", str(root / "configs")])
+    assert ran
+
+
+# ---------------------------------------------------------------------------------------------
+# 19.6, 19.9 limits: size params bounded by the memory they need, model.preset a name in configs/
+
+
+@pytest.mark.parametrize("preset", ["../../x", "/tmp/x", "sub/ssd", ".hidden"])
+def test_a_model_preset_outside_configs_is_refused_in_one_line(tmp_path, preset):
+    import stages.train
+
+    root = project(tmp_path, raw=None)
+    (tmp_path.parent / "x.yaml").write_text((REPO / "configs/ssd_mobilenet_v2_256.yaml").read_text())
+    values = yaml.safe_load((root / "params.yaml").read_text())
+    values["model"]["preset"] = preset
+    (root / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    with pytest.raises(SystemExit) as stop:
+        stages.train.main(["--params", str(root / "params.yaml"), "--configs-dir", str(root / "configs")])
+    assert str(stop.value) == (f"train: error: params.yaml: 'model.preset' must name a preset in configs/ "
+                               f"(configs/<name>.yaml: letters, digits, '_', '-', '.'), got {preset!r}: to train "
+                               "from another file, copy it into configs/")
+
+
+def test_an_export_size_that_needs_more_memory_than_the_machine_has_is_one_line_before_any_work():
+    from facedet.export.tflite import MemoryNeedError, export_memory_need, require_memory
+
+    eight_gb = 8 * 2**30
+    with pytest.raises(MemoryNeedError) as err:
+        require_memory([256, 4096], 100, available=eight_gb)
+    message = str(err.value)
+    assert message.startswith("params.yaml: 'export.input_sizes': exporting at 4096 needs about ")
+    assert "this machine has 8.0 GB: the largest size that fits is " in message and "\n" not in message
+    largest = int(message.rsplit(" ", 1)[1])
+    assert export_memory_need(largest, 100) <= eight_gb < export_memory_need(largest + 32, 100)
+    require_memory([256, 640], 100, available=eight_gb)  # the shipped sizes fit

@@ -106,7 +106,7 @@ def test_filters_drop_what_they_should_and_count_every_reason(tmp_path):
         ("1--Handshaking/missing.jpg", "missing")]
     assert s["faces_dropped"] == {"degenerate": 2, "invalid": 1, "outside_image": 1, "too_small": 1, "blur": 1,
                                   "occlusion": 1, "atypical_pose": 1, "image_dropped": 5}
-    assert s["images_reencoded"] == {"cmyk": 1, "not_jpeg": 1}  # the shard stage stores these as RGB JPEGs
+    assert s["images_reencoded"] == {"cmyk": 1, "not_jpeg": 1, "exif_orientation": 0}  # the shard stage stores these as RGB JPEGs
     assert s["faces_kept"] == 4 and s["images_kept"] == 4
     assert s["faces_in"] == s["faces_kept"] + sum(s["faces_dropped"].values())
     assert s["images_in"] == s["images_kept"] + sum(s["images_dropped"].values())

@@ -1,4 +1,4 @@
-"""The package reads as the pipeline: its imports point one way, and the README's layout names every module."""
+"""The package reads as the pipeline: its imports point one way, and docs/layout.md names every module."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# README "Layout", top to bottom: a part may import only the parts below it
+# docs/layout.md, top to bottom: a part may import only the parts below it
 ORDER = ["cli", "model_card", "export", "evaluate", "runtime", "train", "data", "model", "pipeline", "params"]
 SIBLINGS = {frozenset({"export", "evaluate"})}  # side by side: neither imports the other
 
@@ -45,9 +45,8 @@ def test_imports_point_down_the_pipeline_only():
     assert {part_of(name) for name in package_modules()} - {None, "__init__"} == set(ORDER)
 
 
-def test_the_readme_layout_names_every_module():
-    readme = (REPO / "README.md").read_text()
-    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+def test_the_layout_page_names_every_module():
+    layout = (REPO / "docs/layout.md").read_text()
     tree = layout.split("```", 2)[1]
     listed: dict[str, set[str]] = {}
     part = None
@@ -63,6 +62,6 @@ def test_the_readme_layout_names_every_module():
     for name in package_modules():
         bits = name.split(".")
         if len(bits) == 3 and bits[2] not in ("__init__", "__main__"):
-            assert bits[2] in listed.get(bits[1], set()), f"README layout does not name facedet/{bits[1]}/{bits[2]}.py"
+            assert bits[2] in listed.get(bits[1], set()), f"docs/layout.md does not name facedet/{bits[1]}/{bits[2]}.py"
         elif len(bits) == 2 and bits[1] != "__init__":
-            assert f"{bits[1]}.py" in tree, f"README layout does not name facedet/{bits[1]}.py"
+            assert f"{bits[1]}.py" in tree, f"docs/layout.md does not name facedet/{bits[1]}.py"

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from facedet.export.tflite import export_tflite
-from facedet.model_card import build_model_card, dvc_lock_hashes, git_lineage, render_markdown
+from facedet.model_card import (backbone_line, build_model_card, dvc_lock_hashes, git_lineage, load_inputs,
+                                render_markdown)
 from facedet.params.sections import ExportParams
 from stages.model_card import main as model_card_stage
 
@@ -21,6 +22,7 @@ from standin_detector import build_standin, face_image, standin_anchors
 PARAMS = {"data": {"source": "embedded", "embedded": {"seed": 2026}}, "model": {"preset": "tiny_64"},
           "train": {"steps": 10}, "export": {"max_detections": 10, "use_regular_nms": False}}
 DETECTOR = {"input_size": 64, "alpha": 0.35, "feature_strides": [8]}
+BACKBONE = {"backbone_weights": "weights/mobilenet_v2_no_top.h5", "sha256": "c0ffee" * 10 + "beef"}
 KERAS = {"wider_easy_ap": 0.91, "wider_medium_ap": 0.8, "wider_hard_ap": 0.5, "coco_ap": 0.4}
 TFLITE = {"int8": {"wider_easy_ap": 0.9, "wider_medium_ap": 0.79, "wider_hard_ap": 0.48, "coco_ap": 0.39},
           "float": {"wider_easy_ap": 0.91, "wider_medium_ap": 0.8, "wider_hard_ap": 0.5, "coco_ap": 0.4},
@@ -59,7 +61,8 @@ def project(tmp_path):
 
 
 def card_for(project, tflite_files, **overrides):
-    kwargs = dict(params=PARAMS, detector_config=DETECTOR, preset_config={"input_size": 64}, tflite_files=tflite_files,
+    kwargs = dict(params=PARAMS, detector_config=DETECTOR, preset_config={"input_size": 64}, backbone=BACKBONE,
+                  tflite_files=tflite_files,
                   keras_metrics=KERAS, tflite_metrics=TFLITE, lock_path=project / "dvc.lock", repo=project,
                   latency_runs=3)
     return build_model_card(**(kwargs | overrides))
@@ -77,6 +80,8 @@ def test_the_card_traces_the_model_to_its_data_params_and_code(project, tflite_f
     assert card["params"] == PARAMS
     assert card["model"]["preset"] == "tiny_64" and card["model"]["detector_config"] == DETECTOR
     assert card["metrics"] == {"keras_float": KERAS, "tflite": TFLITE}
+    assert card["backbone"] == BACKBONE
+    assert f"- Backbone start: `weights/mobilenet_v2_no_top.h5`, sha256 `{BACKBONE['sha256']}`" in render_markdown(card)
 
 
 def test_the_card_describes_each_shipped_file(project, tflite_files):
@@ -132,6 +137,10 @@ def test_the_stage_writes_models_model_card(project, tflite_files, monkeypatch, 
     assert card["data"]["dvc"]["outs"]["data/raw"]["md5"] == "aaa111.dir"
     assert (project / "models" / "model_card.md").read_text().startswith("# Model card")
     assert "wrote models/model_card.md" in capsys.readouterr().out
+    headline = json.loads((project / "reports" / "metrics.json").read_text())  # the one DVC metrics file
+    assert list(headline) == ["easy_ap", "medium_ap", "hard_ap", "coco_ap", "size_kb", "latency_ms"]
+    assert headline["easy_ap"] is None  # not scored here: said, not guessed
+    assert headline["size_kb"] == card["files"]["int8"]["size_kb"] and headline["latency_ms"] > 0
     (export_dir / "export.json").unlink()
     with pytest.raises(SystemExit, match="run the export stage"):
         model_card_stage(["--export-dir", str(project / "nowhere")])
@@ -147,3 +156,71 @@ def test_the_card_says_which_file_was_scored_at_which_input(project, tflite_file
     assert "Keras float at 1024" in header and "TFLite int8 (shipped) `face_detector_int8_640.tflite`" in header
     assert "int8 - float at 640" in header
     assert "| input_size | 1024 |" in text and "| 640 |" in text
+
+
+def test_the_verdict_says_what_the_numbers_mean_for_the_data_they_were_scored_on(project, tflite_files):
+    synthetic = card_for(project, tflite_files)
+    text = render_markdown(synthetic)
+    assert "synthetic smoke-test data" in synthetic["verdict"] and "nothing about real photos" in synthetic["verdict"]
+    assert text.index("## Verdict") < text.index("## Files")  # read first
+    assert "No real-photo figures: this run's val split is synthetic" in text
+    assert "This model: testing the pipeline only (see the verdict)" in text
+    real = {**PARAMS, "data": {"source": "local", "local": {"path": "/data/widerface"}}}
+    hopeless = {**TFLITE, "int8": {**TFLITE["int8"], "wider_easy_ap": 0.0008, "wider_medium_ap": 0.0005,
+                                   "wider_hard_ap": 0.0002, "file": "face_detector_int8.tflite", "input_size": 256}}
+    card = card_for(project, tflite_files, params=real, tflite_metrics=hopeless)
+    assert card["verdict"].startswith("Does not find real faces") and "0.001 / 0.001 / 0.000" in card["verdict"]
+    good = {**TFLITE, "int8_640": {"wider_easy_ap": 0.671, "wider_medium_ap": 0.605, "wider_hard_ap": 0.423,
+                                   "coco_ap": 0.3, "file": "face_detector_int8_640.tflite", "input_size": 640},
+            "int8": {**TFLITE["int8"], "wider_medium_ap": 0.605}}
+    card = card_for(project, tflite_files, params=real, tflite_metrics=good)
+    assert card["verdict"].startswith("Finds most medium and large real faces")
+    text = render_markdown(card)
+    assert "| `face_detector_int8_640.tflite` | 640 | 0.6710 | 0.6050 | 0.4230 | 0.3000 |" in text  # real-photo figures
+    assert "non-commercial research" in text  # a WIDER FACE copy carries its licence
+
+
+def test_the_card_states_use_licence_and_the_threshold_detect_uses(project, tflite_files):
+    from facedet.cli import build_parser
+
+    card = card_for(project, tflite_files, params={**PARAMS, "data": {"source": "widerface"}})
+    text = render_markdown(card)
+    for heading in ("## Intended use", "## Out of scope", "## Recommended score threshold", "## Training data"):
+        assert heading in text
+    assert "who" in " ".join(card["out_of_scope"]) and "Commercial" in " ".join(card["out_of_scope"])
+    assert "WIDER FACE is released for non-commercial research purposes only" in text
+    detect_default = build_parser().parse_args(["detect", "x.jpg", "--out", "o"]).score_threshold
+    assert card["recommended_score_threshold"] == detect_default
+    assert f"Keep faces with score >= {detect_default} (`facedet detect`'s default" in text
+
+
+def test_the_reproduce_line_carries_uncommitted_params_and_says_when_it_is_not_exact(project, tflite_files):
+    head = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    clean = card_for(project, tflite_files)["reproduce"]
+    assert clean == {"command": f"git checkout {head} && dvc repro", "exact": True,
+                     "note": "the params are those the run used"}
+    # `dvc exp run -S train.steps=20 -S export.input_sizes=[640,768]`: params.yaml differs from the commit
+    used = {**PARAMS, "train": {"steps": 20}, "export": {**PARAMS["export"], "input_sizes": [640, 768]}}
+    (project / "params.yaml").write_text(yaml.safe_dump(used))
+    card = card_for(project, tflite_files, params=used)
+    assert card["reproduce"]["command"] == (f"git checkout {head} && dvc exp run -S 'train.steps=20' "
+                                            f"-S '+export.input_sizes=[640, 768]'")
+    assert card["reproduce"]["exact"] is True
+    assert f"`git checkout {head} && dvc exp run -S 'train.steps=20'" in render_markdown(card)
+    (project / "train.py").write_text("print('changed')\n")
+    card = card_for(project, tflite_files, params=used)
+    assert card["reproduce"]["exact"] is False and "uncommitted changes to train.py" in card["reproduce"]["note"]
+    assert "- Reproduce (not exact): " in render_markdown(card)
+
+
+def test_the_lineage_names_the_weights_training_recorded_it_started_from(tmp_path):
+    model_dir = tmp_path / "detector"
+    model_dir.mkdir()
+    (model_dir / "detector.json").write_text(json.dumps(DETECTOR))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS))
+    assert load_inputs(tmp_path / "params.yaml", model_dir, tmp_path)["backbone"] is None  # trained before backbone.json
+    (model_dir / "backbone.json").write_text(json.dumps(BACKBONE))
+    assert load_inputs(tmp_path / "params.yaml", model_dir, tmp_path)["backbone"] == BACKBONE
+    assert backbone_line(None).startswith("- Backbone start: not recorded")
+    assert backbone_line({"backbone_weights": "none", "sha256": None}).endswith("(random initialisation)")

@@ -67,7 +67,8 @@ def test_figures_are_pngs_that_show_the_curve_and_the_bars(tmp_path):
     heights = [int(np.all(size[:, run[len(run) // 2]] == MATPLOTLIB_BLUE, axis=-1).sum()) for run in runs]
     assert len(heights) == 2 and abs(heights[1] / heights[0] - 4) < 0.1, heights
     assert (tmp_path / "size.csv").read_text().splitlines() == [
-        "face_height_px,faces,recalled,recall", "0-10,4,1,0.250000", "10-20,4,4,1.000000", "20+,0,0,"]
+        "min_height_px,face_height_px,faces,recalled,recall", "0,0-10,4,1,0.250000", "10,10-20,4,4,1.000000",
+        "20,20+,0,0,"]
 
 
 def test_boxes_are_drawn_on_the_image_and_low_scores_skipped():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from facedet.evaluate.submission import (
+    EqualScoresWarning,
     MissingPredictionsWarning,
     PredictionFormatError,
     read_prediction_file,
@@ -52,6 +53,7 @@ def test_rewriting_replaces_the_whole_directory(tmp_path):
     (["a", "3", "1 2 3 4 0.5"], ":2:"),
     (["someone_else", "0"], ":1:"),
     (["a"], ":2:"),
+    (["a", "2", "1 2 3 4 0.5", "10 20 -30 40 0.4"], ":4: negative width or height"),
 ])
 def test_a_malformed_file_is_reported_with_file_and_line(tmp_path, lines, where):
     path = tmp_path / "a.txt"
@@ -87,3 +89,13 @@ def test_unknown_event_or_image_is_an_error(tmp_path):
         read_predictions(tmp_path / "pred", keys[:1] + ["1--Handshaking/other"])
     with pytest.raises(FileNotFoundError):
         read_predictions(tmp_path / "nope", keys)
+
+
+def test_equal_scores_everywhere_warn_that_ap_means_nothing(tmp_path):
+    write_predictions(tmp_path / "pred", {k: np.column_stack([v[:, :4], np.ones(len(v))]) for k, v in PREDS.items()})
+    with pytest.warns(EqualScoresWarning, match="all 3 detections in .* have the score 1: AP ranks detections by score"):
+        read_predictions(tmp_path / "pred", PREDS)
+    write_predictions(tmp_path / "varied", PREDS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scores that differ: no warning
+        read_predictions(tmp_path / "varied", PREDS)

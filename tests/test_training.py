@@ -270,3 +270,44 @@ def test_stage_help_says_what_it_reads_and_writes():
     result = subprocess.run([sys.executable, "-m", "stages.train", "--help"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0
     assert "models/detector" in result.stdout and "data/tfrecords" in result.stdout
+
+
+SHORT = TrainParams(steps=4, batch_size=4, learning_rate=0.01, warmup_steps=1, weight_decay=4e-5, seed=1,
+                    checkpoint_every=2, log_every=1)
+
+
+def test_a_checkpoint_that_does_not_load_is_set_aside_and_training_resumes_from_the_one_before(tmp_path, capsys):
+    files = write_face_records(tmp_path, images=8)
+    ckpt, model = tmp_path / "checkpoints", tmp_path / "detector"
+    train(SHORT, TINY, files, model, ckpt, None, progress=False)
+    [data] = ckpt.glob("ckpt-4.data-*")
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # a disk that filled up, a copy cut short
+    capsys.readouterr()
+    train(SHORT, TINY, files, model, ckpt, None, progress=False)
+    out = capsys.readouterr().out
+    assert f"train: warning: checkpoint {ckpt / 'ckpt-4'} does not load (" in out
+    assert "set aside as ckpt-4.*.broken" in out and "(step 2)" in out
+    assert (ckpt / f"{data.name}.broken").is_file() and (ckpt / "ckpt-4.index").is_file()  # a new, good one
+
+    for data in ckpt.glob("ckpt-*.data-*[0-9]"):  # none loads: training starts over
+        data.write_bytes(b"")
+    train(SHORT, TINY, files, model, ckpt, None, progress=False)
+    out = capsys.readouterr().out
+    assert out.count("does not load") == 2 and "training starts over" in out and "resuming" not in out
+    assert (model / "model.keras").is_file()
+
+
+def test_a_corrupt_shard_is_named_before_any_checkpoint_is_touched(tmp_path):
+    from facedet.data.tfrecords import CorruptShardError
+
+    files = write_face_records(tmp_path, images=8)
+    ckpt = tmp_path / "checkpoints"
+    train(SHORT, TINY, files, tmp_path / "detector", ckpt, None, progress=False)
+    before = sorted(p.name for p in ckpt.iterdir())
+    shard = Path(files[0])
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CorruptShardError, match=rf"^{shard}: corrupt TFRecord shard, record \d+ or soon after"):
+        train(SHORT, TINY, files, tmp_path / "detector", ckpt, None, progress=False)
+    assert sorted(p.name for p in ckpt.iterdir()) == before

@@ -10,11 +10,10 @@ faces: the filter drops it from training (`filter.drop_invalid`) and counts it u
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
-from PIL import Image
+from facedet.data.images import ImageError, read_header
 
 EDGE_TOLERANCE_PX = 1.0
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what the gt txt format (and the shard stage) takes
@@ -31,23 +30,22 @@ class ImageSize:
 
 
 def image_size(data: bytes, where: str) -> ImageSize:
-    """Size of encoded image bytes, from the header (as the filter reads it: no EXIF rotation).
-    AnnotationError naming `where` when the bytes are not an image."""
+    """Size of encoded image bytes as displayed (EXIF orientation applied, as the filter reads it and
+    as labelling tools show the photo), from the header. AnnotationError naming `where` when the
+    bytes are not an image."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            img.verify()
-    except Exception as err:  # Pillow raises many types for a broken file
-        raise AnnotationError(f"{where}: not an image ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
-                              ) from None
-    return ImageSize(int(width), int(height))
+        header = read_header(data, where)
+    except ImageError as err:
+        detail = (err.detail.splitlines()[0] if err.detail else str(err).removeprefix(f"{where}: "))
+        raise AnnotationError(f"{where}: not an image ({detail})") from None
+    return ImageSize(header.width, header.height)
 
 
 def check_size(said: tuple[float, float] | None, real: ImageSize, where: str) -> None:
     """AnnotationError when the annotation's (width, height) disagrees with the image (None: not given)."""
     if said is None or (int(said[0]), int(said[1])) == (real.width, real.height):
         return
-    hint = " (an EXIF-rotated photo? the annotation was made on the rotated view)" \
+    hint = " (an EXIF-rotated photo? annotations are read in the displayed frame, EXIF orientation applied)" \
         if (int(said[0]), int(said[1])) == (real.height, real.width) else ""
     raise AnnotationError(f"{where}: the annotation says {int(said[0])}x{int(said[1])} px, "
                           f"the image is {real.width}x{real.height}{hint}")

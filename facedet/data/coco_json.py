@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ def read_coco(path: Path) -> tuple[list[CocoImage], set[str]]:
         raise AnnotationError(f"{path}:{err.lineno}: malformed JSON ({err.msg}, column {err.colno})") from None
     except UnicodeDecodeError as err:
         raise AnnotationError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except RecursionError:  # Python's JSON reader recurses once per nesting level
+        raise AnnotationError(f"{path}: JSON nested too deeply to read (more than about "
+                              f"{sys.getrecursionlimit()} levels; a COCO file has 4)") from None
     where = str(path)
     for key in ("images", "annotations", "categories"):
         _get(data, key, list, where)

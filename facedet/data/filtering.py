@@ -1,12 +1,13 @@
 """Face and image filters applied to parsed WIDER records, with counted reasons.
 
-Every image is read once from its zip, in worker processes: a header check (`PIL.Image.open` +
-`verify()`) gives its real width/height, mode and format (from the file, not the annotation), then a
+Every image is read once from its zip, in worker processes: a header check (`facedet.data.images.read_header`:
+Pillow's `verify()`) gives its real width/height as displayed (EXIF orientation applied: annotations are
+made on that view), mode and format (from the file, not the annotation), then a
 full decode exactly as training will decode it (`facedet.data.image_check`: libjpeg's warnings count as
 damage). Images that cannot be used are skipped, counted by reason (missing from the zip,
 unreadable, truncated, corrupt, unsupported mode, too small) and the broken ones named in the stats;
-kept images that are not RGB/grayscale JPEGs (CMYK JPEGs, PNGs, RGBA or palette images) are counted
-under `images_reencoded`: the shard stage stores them re-encoded as RGB JPEGs.
+kept images that are not upright RGB/grayscale JPEGs (CMYK JPEGs, PNGs, RGBA or palette images, EXIF-rotated
+photos) are counted under `images_reencoded`: the shard stage stores them re-encoded as upright RGB JPEGs.
 Faces are WIDER pixel boxes `x1, y1, w, h`; kept boxes are clipped to the image when
 `clip_to_image` is set. Per split the kept images and faces are written as two CSV tables
 (`<split>_images.csv`, `<split>_faces.csv`) and the counts as a metrics dict.
@@ -14,7 +15,6 @@ Faces are WIDER pixel boxes `x1, y1, w, h`; kept boxes are clipped to the image 
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -25,22 +25,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from facedet.data.image_check import decode_problem
+from facedet.data.images import CONVERTIBLE_MODES, ImageError, read_header
 from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import FACE_COLUMNS, WiderRecord
 from facedet.params.sections import FilterParams
 from facedet.pipeline.lifetime import die_with_parent
 
-SUPPORTED_MODES = ("RGB", "L", "CMYK", "RGBA", "LA", "P", "PA", "1")  # what the shard stage can store as RGB
+SUPPORTED_MODES = CONVERTIBLE_MODES  # what the shard stage can store as RGB
 # reasons, in the order they are checked (a face/image is counted under the first that applies)
 FACE_REASONS = ("degenerate", "invalid", "outside_image", "too_small", "blur", "occlusion", "atypical_pose",
                 "image_dropped")
 IMAGE_REASONS = ("missing", "unreadable", "truncated", "corrupt", "unsupported_mode", "too_small_image",
                  "no_faces_left")
 BROKEN_REASONS = ("missing", "unreadable", "truncated", "corrupt", "unsupported_mode")  # named in the stats
-REENCODE_REASONS = ("cmyk", "not_jpeg")
+REENCODE_REASONS = ("cmyk", "not_jpeg", "exif_orientation")
 IMAGE_COLUMNS = ("image", "width", "height", "mode", "format", "faces")
 
 
@@ -65,6 +65,7 @@ class ImageInfo:
     height: int = 0
     mode: str = ""
     format: str = ""
+    orientation: int = 1  # EXIF orientation: width and height above are as displayed
     problem: str = ""  # '' or one of BROKEN_REASONS
     detail: str = ""  # the decoder's message, for a broken image
 
@@ -75,21 +76,21 @@ def inspect_image(data: bytes | None) -> ImageInfo:
     if data is None:
         return ImageInfo(problem="missing")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height, mode, fmt = img.width, img.height, img.mode, img.format or ""
-            img.verify()
-    except Exception as err:  # Pillow raises many types for a broken file
-        return ImageInfo(problem="unreadable", detail=str(err).strip()[:200])
-    if width <= 0 or height <= 0:
-        return ImageInfo(problem="unreadable", detail=f"size {width}x{height}")
-    info = ImageInfo(width=int(width), height=int(height), mode=mode, format=fmt)
+        header = read_header(data, "image")
+    except ImageError as err:
+        return ImageInfo(problem="unreadable", detail=(err.detail or str(err))[:200])
+    mode, fmt = header.mode, header.format
+    info = ImageInfo(width=header.width, height=header.height, mode=mode, format=fmt, orientation=header.orientation)
     if mode in SUPPORTED_MODES:
-        info.problem, info.detail = decode_problem(data, fmt, reencoded=bool(reencode_reason(mode, fmt)))
+        reencoded = bool(reencode_reason(mode, fmt, header.orientation))
+        info.problem, info.detail = decode_problem(data, fmt, reencoded=reencoded)
     return info
 
 
-def reencode_reason(mode: str, fmt: str) -> str:
+def reencode_reason(mode: str, fmt: str, orientation: int = 1) -> str:
     """'' if the shard stage can store the bytes untouched, else why it re-encodes them."""
+    if orientation != 1:
+        return "exif_orientation"
     if fmt.upper() != "JPEG":
         return "not_jpeg"
     return "cmyk" if mode == "CMYK" else ""  # JPEGs are RGB, L or CMYK
@@ -203,7 +204,7 @@ def filter_split(records: list[WiderRecord], infos: list[ImageInfo], params: Fil
                 face_drops["image_dropped"] += n_faces
             continue
         image_rows.append((rec.image, info.width, info.height, info.mode, info.format, len(kept)))
-        if reason := reencode_reason(info.mode, info.format):
+        if reason := reencode_reason(info.mode, info.format, info.orientation):
             reencoded[reason] += 1
         face_rows.extend((rec.image, *(int(v) for v in row)) for row in kept)
     images = pd.DataFrame(image_rows, columns=list(IMAGE_COLUMNS))

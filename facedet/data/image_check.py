@@ -91,12 +91,12 @@ def decode_problem(data: bytes, fmt: str, reencoded: bool) -> tuple[str, str]:
             cut = not data.rstrip(b"\0").endswith(JPEG_EOI)
             return ("truncated" if cut else "corrupt"), detail[:200]
     if reencoded or fmt != "JPEG":
-        from PIL import Image
+        from facedet.data.images import ImageError, open_image
 
         try:
-            with Image.open(io.BytesIO(data)) as img:
+            with open_image(data) as img:
                 img.load()
-        except Exception as err:  # noqa: BLE001 - Pillow raises many types for a broken file
-            detail = str(err).strip() or type(err).__name__
+        except ImageError as err:
+            detail = err.detail or str(err)
             return ("truncated" if "truncated" in detail else "corrupt"), detail[:200]
     return "", ""

@@ -23,7 +23,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
+from facedet.data.images import TRANSPOSED, open_image, orientation, to_rgb, upright
 from facedet.model.boxes import pixel_xywh_to_corners
 from facedet.params.sections import ShardParams
 from facedet.pipeline.atomic import remove_stale_temps
@@ -74,7 +76,6 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
 # encoding and sharded writing
 
 PASS_THROUGH_MODES = ("RGB", "L")
-TRANSPARENT_BACKGROUND = (128, 128, 128, 255)  # what transparent pixels become when re-encoded
 
 
 class ShardCheckError(ValueError):
@@ -83,7 +84,8 @@ class ShardCheckError(ValueError):
 
 class OriginalImage(NamedTuple):
     """What a re-encoded example was made from: sha256 (hex) of the original bytes, its size in
-    px, its format ('jpeg', 'png', ...) and the transform applied ('reencode quality=95', ...)."""
+    px as displayed (EXIF orientation applied), its format ('jpeg', 'png', ...) and the transform
+    applied ('reencode quality=95', 'reencode exif_transpose orientation=6 quality=95', ...)."""
 
     sha256: str
     width: int
@@ -168,29 +170,28 @@ class StoredImage(NamedTuple):
 
 
 def image_for_shard(data: bytes, width: int, height: int, mode: str, fmt: str, reencode: bool = False,
-                    max_side: int = 0, quality: int = 95) -> StoredImage:
-    """The bytes to store for an image of `width` x `height` px in `mode`/`fmt` (from the filter's
-    header check): RGB/grayscale JPEGs untouched unless `reencode` is set or their longer side
-    exceeds `max_side` (> 0; downscaled to it, aspect kept); anything else (CMYK, PNG...)
-    re-encoded once as an RGB JPEG at `quality`."""
+                    max_side: int = 0, quality: int = 95, name: str = "image") -> StoredImage:
+    """The bytes to store for an image of `width` x `height` px as displayed, in `mode`/`fmt` (from the
+    filter's header check), so that they decode to what the model must see: upright RGB/grayscale
+    JPEGs untouched unless `reencode` is set or their longer side exceeds `max_side` (> 0; downscaled
+    to it, aspect kept); anything else (an EXIF-rotated photo, CMYK, PNG...) re-encoded once as an
+    upright RGB JPEG at `quality` (facedet.data.images: the orientation applied, the mode converted)."""
     scale = max_side / max(width, height) if max_side and max(width, height) > max_side else 1.0
-    if fmt.upper() == "JPEG" and mode in PASS_THROUGH_MODES and not reencode and scale == 1.0:
-        return StoredImage(data, width, height, "")
-    from PIL import Image
-
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    steps = ["reencode"]
-    with Image.open(io.BytesIO(data)) as img:
+    with open_image(data, name) as img:
+        turn = orientation(img)
+        if fmt.upper() == "JPEG" and mode in PASS_THROUGH_MODES and not reencode and scale == 1.0 and turn == 1:
+            return StoredImage(data, width, height, "")
+        steps = ["reencode"]
+        if turn != 1:
+            steps.append(f"exif_transpose orientation={turn}")
         if size != (width, height):
-            img.draft("RGB", size)  # JPEG: let the decoder scale down by 1/2, 1/4, 1/8 first (much faster)
+            # JPEG: let the decoder scale down by 1/2, 1/4, 1/8 first (much faster); in the stored frame
+            img.draft("RGB", size[::-1] if turn in TRANSPOSED else size)
             steps.append(f"downscale max_side={max_side}")
         if img.mode not in PASS_THROUGH_MODES:
             steps.append(f"convert {img.mode}->RGB")
-            if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
-                # transparent pixels onto grey: the colour the training pipeline pads with
-                rgba = img.convert("RGBA")
-                img = Image.alpha_composite(Image.new("RGBA", rgba.size, TRANSPARENT_BACKGROUND), rgba)
-            img = img.convert("RGB")
+        img = to_rgb(upright(img), name) if img.mode not in PASS_THROUGH_MODES else upright(img)
         if img.size != size:
             img = img.resize(size, Image.Resampling.BILINEAR)
         steps.append(f"quality={quality}")
@@ -210,7 +211,7 @@ class ExampleEncoder:
         data = self.archive.read_image(self.split, item.image)
         p = self.params
         stored = image_for_shard(data, item.width, item.height, item.mode, item.format, p.reencode,
-                                 p.max_image_side, p.jpeg_quality)
+                                 p.max_image_side, p.jpeg_quality, item.image)
         boxes, original = item.boxes_xywh, None
         if stored.transform:
             sx, sy = stored.width / item.width, stored.height / item.height
@@ -285,6 +286,28 @@ def _write_one_shard(job: tuple[Path, list[Any], Callable[[Any], Any] | None]) -
                 example = example.SerializeToString(deterministic=True)
             writer.write(bytes(example))
     return len(shard_items)
+
+
+class CorruptShardError(ValueError):
+    """A TFRecord file that does not read back (a checksum fails, a record is cut); one line naming it."""
+
+
+def check_records_readable(paths: Sequence[str | os.PathLike]) -> int:
+    """Read every record of every file in `paths`, each checked against its TFRecord CRCs; returns the
+    count. CorruptShardError naming the file and the first record that fails."""
+    total = 0
+    for path in paths:
+        done = 0
+        try:
+            for batch in tf.data.TFRecordDataset(str(path)).batch(256):
+                done += int(batch.shape[0])
+        except tf.errors.OpError as err:
+            detail = (err.message or type(err).__name__).strip().splitlines()[0][:160]
+            raise CorruptShardError(f"{path}: corrupt TFRecord shard, record {done + 1} or soon after does not read "
+                                    f"({detail}): `dvc checkout {Path(path).parent}` restores it from the cache, "
+                                    "`dvc repro shard` rebuilds it") from None
+        total += done
+    return total
 
 
 def check_shards(paths: Sequence[str | os.PathLike], images: Sequence[Any], atol: float = 1e-6) -> dict[str, int]:

@@ -84,13 +84,16 @@ def plot_pr_curves(path: str | os.PathLike, curves: Mapping[str, tuple[np.ndarra
 
 
 def write_recall_by_size_csv(path: str | os.PathLike, bins: Sequence[Any]) -> None:
-    """CSV `face_height_px,faces,recalled,recall` from `facedet.evaluate.wider_eval.recall_by_face_size` rows."""
+    """CSV `min_height_px,face_height_px,faces,recalled,recall` from
+    `facedet.evaluate.wider_eval.recall_by_face_size` rows: the bin's lower edge in pixels (the x of
+    the `recall_by_size` plot in dvc.yaml), its label ('16-24'), the faces in it, those found, recall."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["face_height_px", "faces", "recalled", "recall"])
+            writer.writerow(["min_height_px", "face_height_px", "faces", "recalled", "recall"])
             for b in bins:
-                writer.writerow([b.label, b.faces, b.recalled, "" if not b.faces else f"{b.recall:.6f}"])
+                recall = "" if not b.faces else f"{b.recall:.6f}"
+                writer.writerow([f"{b.lower:g}", b.label, b.faces, b.recalled, recall])
 
 
 def plot_recall_by_size(path: str | os.PathLike, bins: Sequence[Any], title: str = "recall by face height") -> None:

@@ -9,7 +9,6 @@ same code; `int8_minus_float` is the quantization gap the evaluate_tflite stage 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -17,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from facedet.data.filtering import FilteredImage
+from facedet.data.images import decode_rgb
 from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_mat import EvalImage
 from facedet.evaluate import plots
@@ -33,16 +32,10 @@ from facedet.runtime.detector import Detector
 RECALL_SCORE_THRESHOLD = 0.5  # the operating point of the recall-by-face-size chart
 
 
-def decode_rgb(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 (H, W, 3)."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
 def val_images(archive: WiderArchive, ground_truth: list[EvalImage]) -> Iterator[np.ndarray]:
     """The val images in ground-truth order, decoded from WIDER_val.zip."""
     for item in ground_truth:
-        yield decode_rgb(archive.read_image("val", item.image))
+        yield decode_rgb(archive.read_image("val", item.image), item.image)  # as displayed: the gt's frame
 
 
 def evaluate_detector(detector: Detector, archive: WiderArchive, coco_images: list[FilteredImage],

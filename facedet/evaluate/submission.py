@@ -36,6 +36,10 @@ class MissingPredictionsWarning(UserWarning):
     """Some val images have no prediction file (they count as images without detections)."""
 
 
+class EqualScoresWarning(UserWarning):
+    """Every detection has the same score: AP ranks detections by score, so it measures nothing."""
+
+
 def _split_key(key: str) -> tuple[str, str]:
     parts = key.split("/")
     if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts) or "\\" in key:
@@ -88,6 +92,9 @@ def _parse_rows(rows: list[str], label: str, first_line: int) -> np.ndarray:
                                         f"got {row.strip()!r}") from None
         if not all(np.isfinite(numbers)):
             raise PredictionFormatError(f"{label}:{first_line + offset}: non-finite value in {row.strip()!r}")
+        if numbers[2] < 0 or numbers[3] < 0:
+            raise PredictionFormatError(f"{label}:{first_line + offset}: negative width or height in {row.strip()!r} "
+                                        "(boxes are 'x y w h': left, top, width, height)")
         values.append(numbers)
     return np.asarray(values, dtype=np.float64).reshape(-1, 5)
 
@@ -129,6 +136,7 @@ def read_predictions(pred_dir: str | os.PathLike, image_keys: Iterable[str] | No
     a directory or .txt file for an event or image outside that list raises PredictionFormatError,
     and images without a file are left out of the result (no detections) with one
     MissingPredictionsWarning saying how many. Without them, every `*/*.txt` file is read.
+    An EqualScoresWarning when more than one detection was read and all have one score.
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -151,6 +159,11 @@ def read_predictions(pred_dir: str | os.PathLike, image_keys: Iterable[str] | No
             if allowed is not None and key not in allowed:
                 raise PredictionFormatError(f"{path}: unknown image {key!r} (not in the ground truth)")
             _, out[key] = read_prediction_file(path)
+    scores = np.concatenate([rows[:, 4] for rows in out.values()]) if out else np.zeros(0)
+    if len(scores) > 1 and np.all(scores == scores[0]):
+        warnings.warn(f"all {len(scores)} detections in {pred_dir} have the score {scores[0]:g}: AP ranks detections "
+                      "by score, so it is meaningless here (write each detection's confidence)", EqualScoresWarning,
+                      stacklevel=2)
     if expected is not None:
         missing = [k for k in expected if k not in out]
         if missing:

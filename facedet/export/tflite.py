@@ -55,6 +55,52 @@ Quantize = Literal["int8", "float"]
 
 NUM_CLASSES = 1  # 'face'
 
+# Peak memory of exporting one input size (int8 + float, calibration, verification), measured with the
+# default preset and 8 calibration images (`python bench/export_memory.py`, peak RSS of one process):
+# 966 MiB at 256, 1,152 MiB at 512, 1,999 MiB at 1024 (2026-12-02, TF 2.21, a shared 2-core x86-64
+# machine): about 900 MiB plus 1.1 KB per input pixel. It grows with the input's pixels
+# (activations of the converter's calibration and the interpreter) plus the calibration images, held
+# in memory as uint8 (3 bytes per pixel each).
+EXPORT_BASE_BYTES = 900 * 2**20
+EXPORT_BYTES_PER_INPUT_PX = 1080  # + 3 per calibration image: 1,104 with the 8 measured
+
+
+class MemoryNeedError(ValueError):
+    """An export would need more memory than the machine has; one line naming the param."""
+
+
+def export_memory_need(input_size: int, calibration_images: int) -> int:
+    """Bytes an export at a square `input_size` with `calibration_images` images needs at its peak (measured)."""
+    return EXPORT_BASE_BYTES + (EXPORT_BYTES_PER_INPUT_PX + 3 * calibration_images) * input_size ** 2
+
+
+def machine_memory() -> int:
+    """Bytes of memory this machine has (physical; a container's cgroup limit when lower)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def require_memory(input_sizes: Sequence[int], calibration_images: int, available: int | None = None) -> None:
+    """MemoryNeedError before any work when the largest of `input_sizes` needs more than the machine's
+    memory (`available`, default `machine_memory()`)."""
+    available = machine_memory() if available is None else available
+    largest = max(input_sizes)
+    need = export_memory_need(largest, calibration_images)
+    if need > available:
+        fits = [s for s in range(32, largest, 32) if export_memory_need(s, calibration_images) <= available]
+        raise MemoryNeedError(
+            f"params.yaml: 'export.input_sizes': exporting at {largest} needs about {need / 2**30:.1f} GB of memory "
+            f"(measured: it grows with the input's pixels and export.representative_images: {calibration_images}), "
+            f"this machine has {available / 2**30:.1f} GB: the largest size that fits is "
+            f"{fits[-1] if fits else 'none'}")
+
 
 def implements_signature(params: PostProcessParams) -> str:
     """The `experimental_implements` text (a NameAttrList proto) the converter turns into the

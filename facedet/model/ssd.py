@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -95,21 +96,35 @@ def build_backbone(image, config: DetectorConfig, weights: str | None = None,
         ) from None
 
 
+def backbone_block(layer_name: str) -> int | None:
+    """MobileNetV2's block of a backbone layer: 0 for the stem (`Conv1`, `bn_Conv1`, `expanded_conv_*`),
+    i for `block_<i>_*`, 17 for the last 1x1 conv (`Conv_1`, `Conv_1_bn`, `out_relu`); None for a layer
+    of ours (pyramid, heads) or without a block."""
+    if layer_name in ("Conv1", "bn_Conv1", "Conv1_relu") or layer_name.startswith("expanded_conv_"):
+        return 0
+    if match := re.match(r"block_(\d+)_", layer_name):
+        return int(match.group(1))
+    return 17 if layer_name in ("Conv_1", "Conv_1_bn", "out_relu") else None
+
+
 def build_detector(config: DetectorConfig, backbone_weights: str | None = None,
                    download_timeout_s: float = TrainParams.download_timeout_s,
-                   frozen_backbone_batch_norm: bool = False) -> keras.Model:
+                   frozen_backbone_batch_norm: bool = False, frozen_backbone_blocks: int = 0) -> keras.Model:
     """The SSD detector for `config` (see the module docstring for the input/output contract).
 
     frozen_backbone_batch_norm: the backbone's BatchNormalization layers are not trainable, so they run in
-    inference mode with the statistics, gamma and beta they were loaded with (detectron2's FrozenBN)."""
+    inference mode with the statistics, gamma and beta they were loaded with (detectron2's FrozenBN).
+    frozen_backbone_blocks: the backbone's stem and blocks below this index (`backbone_block`) are not
+    trainable at all (detectron2's FREEZE_AT): no gradients flow through them, which saves their backward pass."""
     size = config.input_size
     image = keras.Input((size, size, 3), name="image", dtype="float32")
     normalised = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalise")(image)
     backbone = build_backbone(normalised, config, backbone_weights, download_timeout_s)
-    if frozen_backbone_batch_norm:
-        for layer in backbone.layers:
-            if isinstance(layer, layers.BatchNormalization):
-                layer.trainable = False
+    for layer in backbone.layers:
+        block = backbone_block(layer.name)
+        if (block is not None and block < frozen_backbone_blocks) or (
+                frozen_backbone_batch_norm and isinstance(layer, layers.BatchNormalization)):
+            layer.trainable = False
     channels = config.head_channels
 
     # Pyramid: backbone taps up to stride 32, extra downsampling layers beyond.

@@ -11,6 +11,7 @@ process's exit: one line on stderr, status 1, no traceback.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import difflib
 import math
@@ -27,6 +28,9 @@ import yaml
 T = TypeVar("T")
 
 PARAMS_FILE = Path("params.yaml")
+# what this process read: (params file, section) -> the section as read (see check_params_unchanged)
+_sections_read: dict[tuple[Path, str], Any] = {}
+_sections_stage: str | None = None  # the stage whose exit_on_bad_params blocks they were read in
 
 
 class ParamsError(ValueError):
@@ -45,10 +49,17 @@ _Yaml12FloatLoader.add_implicit_resolver(
 def read_params_file(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     """Parse params.yaml, with a clear error for a missing file or bad YAML."""
     path = Path(path)
+    for other in [key for key in _sections_read if key[0] != path]:  # a stage reads one params file
+        del _sections_read[other]
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root)")
+    return parse_params(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_params(text: str, path: str = str(PARAMS_FILE)) -> dict[str, Any]:
+    """Parse the text of a params file (named `path` in errors) as read_params_file does."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12FloatLoader) or {}
+        data = yaml.load(text, Loader=_Yaml12FloatLoader) or {}
     except yaml.YAMLError as err:
         # The construct at fault starts at the context mark (an unclosed quote, a key without ':');
         # the problem mark is where the parser gave up, often the next line.
@@ -65,15 +76,21 @@ def read_params_file(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
 def exit_on_bad_params(stage: str, *errors: type[Exception]) -> Iterator[None]:
     """Around a stage's params loading (and, with `errors`, its work): a `ParamsError` or one of
     `errors` ends the process with the one line '<stage>: error: <message>' on stderr and exit
-    status 1, no traceback. The library's messages name the file (and line) at fault.
+    status 1, no traceback. The library's messages name the file (and line) at fault. When the
+    block ends, every section loaded so far must still read as it did (`check_params_unchanged`).
 
         with exit_on_bad_params("filter"):
             params = load_section("filter", FilterParams)
         with exit_on_bad_params("filter", FileNotFoundError, WiderFormatError):
             filter_data(params)
     """
+    global _sections_stage
+    if stage != _sections_stage:  # another stage's main in this process (tests): its reads are not ours
+        _sections_read.clear()
+        _sections_stage = stage
     try:
         yield
+        check_params_unchanged()
     except (ParamsError, *errors) as err:
         raise SystemExit(f"{stage}: error: {err}") from None
 
@@ -98,11 +115,40 @@ def check_ranges(instance: Any, key: str) -> None:
 
 
 def load_section(section: str, spec: type[T], path: str | os.PathLike = PARAMS_FILE) -> T:
-    """Return `params.yaml[section]` as an instance of the dataclass `spec`, validated."""
+    """Return `params.yaml[section]` as an instance of the dataclass `spec`, validated. What was read
+    is remembered for `check_params_unchanged`."""
     data = read_params_file(path)
     if section not in data:
         raise ParamsError(f"{path}: section '{section}' is missing")
+    _sections_read[(Path(path), section)] = copy.deepcopy(data[section])
     return build(spec, data[section], f"{section}")
+
+
+def _first_difference(old: Any, new: Any, key: str) -> str | None:
+    """The dotted key where two parsed YAML values first differ, with both values; None if equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for name in [*old, *(k for k in new if k not in old)]:
+            if (found := _first_difference(old.get(name, "<absent>"), new.get(name, "<absent>"), f"{key}.{name}")):
+                return found
+        return None
+    return None if old == new else f"{key}: {old!r} when the stage started, {new!r} now"
+
+
+def check_params_unchanged() -> None:
+    """ParamsError if a params section this process loaded now reads differently from its file: the
+    stage ran with the old values, but DVC would record the new ones in dvc.lock as what made its
+    outputs. Two `dvc exp run` started at once do this (the second rewrites params.yaml before DVC's
+    repository lock stops it); `dvc exp run --queue` runs experiments one after another, each in its
+    own copy of the workspace."""
+    for (path, section), old in _sections_read.items():
+        try:
+            new = read_params_file(path).get(section, "<absent>")
+        except ParamsError as err:
+            raise ParamsError(f"{err} (it changed while the stage ran)") from None
+        if (found := _first_difference(old, new, section)):
+            raise ParamsError(f"{path} changed while the stage ran ({found}): its outputs would be recorded "
+                              "with params they were not made with; for experiments side by side use "
+                              "`dvc exp run --queue` then `dvc queue start`")
 
 
 def build(spec: type[T], value: Any, key: str) -> T:

@@ -15,6 +15,8 @@ from typing import Literal, get_args
 
 from facedet.params.loader import ParamsError, check_ranges, field_alias, field_range
 
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # configs/<name>.yaml, never a path
+
 # ---------------------------------------------------------------------------------------------
 # data: the fetch stage
 
@@ -204,6 +206,14 @@ class ModelParams:
 
     preset: str = "ssd_mobilenet_v2_256"
 
+    def __post_init__(self) -> None:
+        # a name, not a path: dvc.yaml makes configs/ a dependency of train, so a preset elsewhere would
+        # train from a file DVC does not track (and dvc.lock would record a path outside the repository)
+        if not PRESET_NAME.fullmatch(self.preset):
+            raise ParamsError(f"params.yaml: 'model.preset' must name a preset in configs/ (configs/<name>.yaml: "
+                              f"letters, digits, '_', '-', '.'), got {self.preset!r}: to train from another file, "
+                              "copy it into configs/")
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -256,6 +266,7 @@ class TrainParams:
     seed: int = 7
     backbone_weights: str = "none"  # none | imagenet | <path to a Keras HDF5 weights file of the backbone>
     backbone_batch_norm: Literal["train", "frozen"] = "train"  # frozen: backbone batch norm keeps its (ImageNet) statistics
+    frozen_backbone_blocks: int = field_range(0, 18, default=0)  # the backbone's stem and blocks below this stay as loaded
     download_timeout_s: float = field_range(1, 3600, default=60)  # imagenet: give up when nothing comes for this long
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     checkpoint_every: int = field_range(1, 10_000_000, default=250)

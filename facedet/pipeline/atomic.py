@@ -17,8 +17,9 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; on success replace `final` with it.
+def atomic_path(final: str | os.PathLike, is_dir: bool = False, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `final`; on success replace `final` with it. `suffix` ends the
+    temporary file's name, for writers that choose the format by it (OpenCV's VideoWriter).
 
     On any exception the temporary file/directory is removed and `final` is left as it was.
     """
@@ -28,7 +29,7 @@ def atomic_path(final: str | os.PathLike, is_dir: bool = False) -> Iterator[Path
     if is_dir:
         tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=final.parent)
         os.close(fd)
         tmp = Path(name)
     try:

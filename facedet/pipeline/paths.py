@@ -25,3 +25,4 @@ EXPORT_DIR = Path("models/export")               # export: the .tflite files, la
 EVALUATE_TFLITE_DIR = Path("reports/evaluate_tflite")  # evaluate_tflite: the shipped files' scores
 MODEL_CARD_DIR = Path("models")                  # model_card: model_card.md, model_card.json
 MODEL_METRICS = Path("reports/model.json")       # model_card: each .tflite's size and latency
+HEADLINE_METRICS = Path("reports/metrics.json")  # model_card: the shipped file's APs, size, latency (DVC's metrics)

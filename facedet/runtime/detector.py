@@ -23,6 +23,10 @@ from typing import Protocol
 import numpy as np
 
 RESIZE_MODES = ("stretch", "letterbox")
+# The score from which a detection is shown to a user: `facedet detect`'s default and the threshold the
+# model card recommends (the evaluation keeps far lower scores, params.yaml `evaluate.score_threshold`,
+# because AP integrates over every score).
+RECOMMENDED_SCORE_THRESHOLD = 0.5
 LETTERBOX_FILL = 128  # uint8 grey of the letterbox padding (~0 after the model's [-1, 1] normalisation)
 
 

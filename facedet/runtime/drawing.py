@@ -21,10 +21,12 @@ def score_colour(score: float) -> tuple[int, int, int]:
 
 
 def draw_boxes(image: np.ndarray, gt_xywh: np.ndarray, pred_xywh_score: np.ndarray,
-               min_score: float = 0.3, scale: float = 1.0) -> Any:
+               min_score: float = 0.3, scale: float = 1.0, label_scores: bool = False) -> Any:
     """A PIL image: `image` (uint8 H x W x 3) resized by `scale`, ground truth in cyan (1 px),
-    predictions with score >= min_score coloured by score (2 px, low scores drawn first)."""
-    from PIL import Image, ImageDraw
+    predictions with score >= min_score coloured by score (2 px, low scores drawn first); with
+    `label_scores`, each prediction's score ("0.87") in black on a tab of its colour above its
+    top-left corner (inside the box when the box touches the top edge)."""
+    from PIL import Image, ImageDraw, ImageFont
 
     img = Image.fromarray(np.asarray(image, dtype=np.uint8))
     if scale != 1.0:
@@ -39,6 +41,16 @@ def draw_boxes(image: np.ndarray, gt_xywh: np.ndarray, pred_xywh_score: np.ndarr
         draw.rectangle(rect(box), outline=GT_COLOUR, width=1)
     preds = np.asarray(pred_xywh_score, dtype=np.float64).reshape(-1, 5)
     preds = preds[preds[:, 4] >= min_score]
+    font = ImageFont.load_default(size=max(10, min(img.width, img.height) // 40)) if label_scores else None
     for box in preds[np.argsort(preds[:, 4], kind="stable")]:
-        draw.rectangle(rect(box), outline=score_colour(box[4]), width=2)
+        colour = score_colour(box[4])
+        corners = rect(box)
+        draw.rectangle(corners, outline=colour, width=2)
+        if label_scores:
+            text = f"{box[4]:.2f}"
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            tab_w, tab_h = right - left + 4, bottom - top + 4
+            y = corners[1] - tab_h if corners[1] >= tab_h else corners[1]
+            draw.rectangle([corners[0], y, corners[0] + tab_w, y + tab_h], fill=colour)
+            draw.text((corners[0] + 2 - left, y + 2 - top), text, fill=(0, 0, 0), font=font)
     return img

@@ -37,20 +37,82 @@ def recipe(config: DetectorConfig, params: TrainParams, train_files: list[str]) 
             "backbone": backbone_weights_record(params.backbone_weights)}
 
 
+CHECKPOINT_STATE = "checkpoint"  # TensorFlow's list of the checkpoints in a directory (a text proto)
+BROKEN_SUFFIX = ".broken"  # a checkpoint that does not load is renamed ckpt-N.*.broken
+
+
+def checkpoints_by_step(checkpoint_dir: Path) -> list[Path]:
+    """The checkpoint prefixes (`ckpt-N`) in `checkpoint_dir` with an index file, oldest first (read from
+    the files, not TensorFlow's state file, which a kill can leave stale)."""
+    def step(index: Path) -> int:
+        return int(index.stem.split("-")[-1]) if index.stem.split("-")[-1].isdigit() else -1
+
+    return [i.with_suffix("") for i in sorted(checkpoint_dir.glob("ckpt-*.index"), key=step) if step(i) >= 0]
+
+
+def checkpoint_problem(prefix: Path) -> str:
+    """'' if every tensor of the checkpoint `prefix` reads back (each is checked against its CRC),
+    else TensorFlow's complaint in one line (a truncated or corrupt ckpt-N.data-* or .index)."""
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as err:  # noqa: BLE001 - TF's reader raises OpError, IndexError, ValueError, ...
+        text = getattr(err, "message", "") or str(err)
+        return text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
+    return ""
+
+
+def set_aside(prefix: Path) -> None:
+    """Rename every file of checkpoint `prefix` to <file>.broken (kept for a look, never read again)."""
+    for path in sorted(prefix.parent.glob(prefix.name + ".*")):
+        if not path.name.endswith(BROKEN_SUFFIX):
+            path.rename(path.with_name(path.name + BROKEN_SUFFIX))
+
+
+def newest_good_checkpoint(checkpoint_dir: Path, chief: bool = True) -> Path | None:
+    """The newest checkpoint in `checkpoint_dir` that loads. The chief sets aside each newer one that
+    does not (one line each) and points TensorFlow's state file at what is left."""
+    found = checkpoints_by_step(checkpoint_dir)
+    good = None
+    for prefix in reversed(found):
+        problem = checkpoint_problem(prefix)
+        if not problem:
+            good = prefix
+            break
+        if chief:
+            set_aside(prefix)
+            then = "trying the one before" if found.index(prefix) else "training starts over"
+            print(f"train: warning: checkpoint {prefix} does not load ({problem}): set aside as "
+                  f"{prefix.name}.*{BROKEN_SUFFIX}; {then}")
+    if chief and found and good != found[-1]:
+        kept = [p.name for p in checkpoints_by_step(checkpoint_dir)]
+        if kept:
+            write_text_atomic(checkpoint_dir / CHECKPOINT_STATE, f'model_checkpoint_path: "{kept[-1]}"\n' +
+                              "".join(f'all_model_checkpoint_paths: "{name}"\n' for name in kept))
+        else:
+            (checkpoint_dir / CHECKPOINT_STATE).unlink(missing_ok=True)
+    return good
+
+
 def restore(checkpoint: tf.train.Checkpoint, checkpoint_dir: Path, run_recipe: dict, chief: bool = True) -> int:
-    """Restore the newest checkpoint trained with the same recipe; return the step to start from.
-    Otherwise the chief clears `checkpoint_dir` for this recipe (other workers only ever read it)."""
+    """Restore the newest checkpoint that loads and was trained with the same recipe; return the step
+    to start from (0 when none loads: what was set aside stays, `newest_good_checkpoint`). For another
+    recipe the chief clears `checkpoint_dir` (other workers only ever read it). The caller checks the
+    training shards first: a shard that changed because it is corrupt must stop training before it
+    clears good checkpoints as another recipe's."""
     run_file = checkpoint_dir / RUN_FILE
-    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
-    if latest and run_file.is_file() and json.loads(run_file.read_text()) == json.loads(json.dumps(run_recipe)):
-        checkpoint.restore(latest).assert_existing_objects_matched()
+    same_recipe = run_file.is_file() and json.loads(run_file.read_text()) == json.loads(json.dumps(run_recipe))
+    latest = newest_good_checkpoint(checkpoint_dir, chief) if checkpoint_dir.is_dir() and same_recipe else None
+    if latest is not None:
+        checkpoint.restore(str(latest)).assert_existing_objects_matched()
         step = int(checkpoint.step.numpy())
         print(f"resuming from {latest} (step {step})")
         return step
     if not chief:
         return 0
-    if checkpoint_dir.exists():
-        if latest:
+    if checkpoint_dir.exists() and not same_recipe:  # the same recipe keeps what was set aside
+        if checkpoints_by_step(checkpoint_dir):
             print(f"{checkpoint_dir}: checkpoints from another recipe, starting over")
         shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)

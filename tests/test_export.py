@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from facedet.export.tflite import POSTPROCESS_OP, export_tflite, implements_signature, representative_images, tflite_ops
+from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.ssd import build_detector
 from facedet.params.sections import ExportParams
 from facedet.runtime.detector import resize_bilinear
 from facedet.runtime.tflite_detector import OUTPUT_NAMES, load_interpreter
@@ -175,8 +178,27 @@ def test_representative_images_spread_evenly_over_the_records_in_shard_order(tmp
 
 
 def test_resize_matches_tf_image_resize():
+    """The runtime's resize (OpenCV, fixed-point weights) gives the float resize training uses to
+    within one grey level, about one value in eight off by one: below the int8 model's input step
+    (2/255 after the [-1, 1] normalisation, i.e. one grey level)."""
     image = np.random.default_rng(0).integers(0, 256, (37, 91, 3)).astype(np.uint8)
-    for size in [(64, 64), (20, 200)]:
+    for size in [(64, 64), (20, 200), (16, 40)]:
         ours = resize_bilinear(image, size).astype(int)
         theirs = np.rint(tf.image.resize(image, size).numpy()).astype(int)
-        assert np.abs(ours - theirs).max() <= 1 and (ours != theirs).mean() < 0.01
+        assert np.abs(ours - theirs).max() <= 1 and np.abs(ours - theirs).mean() < 0.15
+
+
+def test_a_model_that_keeps_no_face_on_the_probes_exports(tmp_path):
+    """When the post-process op keeps nothing, the rows of its outputs are left unwritten (whatever
+    bytes the arena held, NaN among them): the export checks only the rows the op kept."""
+    config = DetectorConfig(input_size=128, alpha=0.35, feature_strides=(8, 16, 32, 64), min_scale=0.04,
+                            max_scale=0.75, aspect_ratios=(0.8,), interpolated_scale=False, head_channels=64)
+    keras.utils.set_random_seed(0)
+    model = build_detector(config)
+    head = model.get_layer("class_predictor")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 1e-3, np.full_like(bias, -5.0)])  # every score ~0.007 < the 0.02 threshold
+    rng = np.random.default_rng(0)
+    calibration = [rng.integers(0, 256, (128, 128, 3)).astype(np.uint8) for _ in range(2)]
+    path = export_tflite(model, anchor_boxes(config), calibration, tmp_path / "none.tflite", ExportParams())
+    assert path.is_file()

@@ -4,7 +4,9 @@ returns pixel `x, y, w, h, score` rows in that photo, best first."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -102,3 +104,40 @@ def test_the_runner_takes_the_resize_mode_from_the_export_manifest(anchor_box_mo
     assert TFLiteDetector(shipped, resize="stretch").resize == "stretch"
     with pytest.raises(ValueError, match="resize must be one of"):
         TFLiteDetector(shipped, resize="squash")
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_a_call_allocates_no_model_input_sized_buffer(anchor_box_model, resize):
+    """The photo is fitted straight into the interpreter's input tensor: what one warm call allocates
+    (numpy and OpenCV arrays, as tracemalloc sees them) stays below one model input (64 x 64 x 3)."""
+    detector = TFLiteDetector(anchor_box_model, resize=resize)
+    photo = face_image(np.random.default_rng(6), 100, 300, side=60, height=480, width=640)
+    detector.detect(photo)
+    tracemalloc.start()
+    detector.detect(photo)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 * 64 * 3, f"one call allocated {peak} bytes"
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_the_three_phases_of_a_call_are_detect(anchor_box_model, resize):
+    """prepare -> invoke -> read_detections (what a benchmark times apart) gives what detect gives,
+    and prepare leaves in the model's input what fit_to_input makes of the photo."""
+    detector = TFLiteDetector(anchor_box_model, resize=resize)
+    photo = face_image(np.random.default_rng(7), 40, 90, side=30, height=120, width=200)
+    fitted = detector.prepare(photo)
+    model_input = detector._interpreter.get_tensor(detector._input["index"])[0]  # noqa: SLF001
+    expected, extent = fit_to_input(photo, (64, 64), resize)
+    np.testing.assert_array_equal(model_input, expected)
+    assert fitted.photo_size == (120, 200) and fitted.extent == extent
+    detector.invoke()
+    staged = detector.read_detections(fitted)
+    assert len(staged) and np.array_equal(staged, detector.detect(photo))
+
+
+def test_threads_as_the_user_asks(anchor_box_model):
+    """num_threads is the interpreter's and OpenCV's (the resize) alike."""
+    for threads in (2, 1):
+        TFLiteDetector(anchor_box_model, num_threads=threads)
+        assert cv2.getNumThreads() == threads

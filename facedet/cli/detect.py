@@ -82,7 +82,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--score-threshold", type=_threshold, default=RECOMMENDED_SCORE_THRESHOLD, metavar="S",
                         help=f"keep faces with score >= S (default {RECOMMENDED_SCORE_THRESHOLD}, the model card's "
                              f"recommended threshold; use 0.02 for --format wider/coco scoring)")
-    parser.add_argument("--threads", type=int, default=1, metavar="N", help="interpreter threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="threads of the interpreter (XNNPACK) and of the resize (default 1)")
     return parser
 
 

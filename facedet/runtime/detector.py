@@ -8,18 +8,22 @@ consume. The Keras model (facedet.runtime.keras_detector) and the exported `.tfl
 (facedet.runtime.tflite_detector) both implement it.
 
 Resize (`RESIZE_MODES`): 'stretch', plain bilinear to the model input, aspect not kept, half-pixel
-centres, no antialiasing: the same numbers as `tf.image.resize(image, size)` (method 'bilinear',
-antialias=False), which is what training uses; or 'letterbox', the same resize keeping the aspect
+centres, no antialiasing: `tf.image.resize(image, size)` (method 'bilinear', antialias=False), which
+is what training uses, to within one grey level; or 'letterbox', the same resize keeping the aspect
 (longer side = input side), the photo at the top-left of a grey canvas: what a model trained on
-native-scale square crops (facedet.train.scale_crop) sees. Numpy only, so the `.tflite` runner needs
-no TensorFlow when `ai_edge_litert` is installed. Boxes are normalised, so they map back exactly.
+native-scale square crops (facedet.train.scale_crop) sees. The resize is OpenCV's (`cv2.resize`,
+INTER_LINEAR: the same sampling, in SIMD fixed-point code): of the libraries installed it is the one
+that computes those numbers fastest (docs/speed.md: 29-44x PIL and tf.image on WIDER photos), and it
+needs no TensorFlow, so the `.tflite` runner needs none when `ai_edge_litert` is installed. `fit_to_input` writes into a caller's buffer when given one (the interpreter's input
+tensor: no per-call allocation). Boxes are normalised, so they map back exactly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
+import cv2
 import numpy as np
 
 RESIZE_MODES = ("stretch", "letterbox")
@@ -46,6 +50,39 @@ class Detector(Protocol):
         return map(self.detect, images)
 
 
+class Fitted(NamedTuple):
+    """Where a photo went in the model input: the photo's (height, width) px, and the photo px
+    (extent_h, extent_w) the whole input spans (a normalised box maps back as `y * extent_h`)."""
+
+    photo_size: tuple[int, int]
+    extent: tuple[float, float]
+
+
+@runtime_checkable
+class StagedDetector(Detector, Protocol):
+    """A detector whose call is three phases that a benchmark times apart: `prepare` (photo -> the
+    model's input), `invoke` (the model), `read_detections` (its outputs -> the `detect` rows).
+    Subclass it explicitly to inherit `detect`, the three in order."""
+
+    def prepare(self, image: np.ndarray) -> Fitted:
+        """Put an RGB uint8 (H, W, 3) photo into the model's input; -> where it went."""
+        ...
+
+    def invoke(self) -> None:
+        """Run the model on the prepared input."""
+        ...
+
+    def read_detections(self, fitted: Fitted) -> np.ndarray:
+        """The model's outputs -> float32 (K, 5) pixel `x, y, w, h, score` in the prepared photo."""
+        ...
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) photo -> float32 (K, 5) pixel `x, y, w, h, score`, score-descending."""
+        fitted = self.prepare(image)
+        self.invoke()
+        return self.read_detections(fitted)
+
+
 class NmsParams(Protocol):
     """What a detector keeps: params.yaml `evaluate` (the Keras model) or `export` (baked into the .tflite)."""
 
@@ -67,44 +104,40 @@ def check_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 (H, W, C) to `size` = (height, width) like `tf.image.resize` bilinear
-    (half-pixel centres, no antialias); returns uint8 (rounded)."""
+def resize_bilinear(image: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Resize uint8 (H, W, C) to `size` = (height, width) like `tf.image.resize` bilinear (half-pixel
+    centres, no antialias; within one grey level: OpenCV rounds its weights to fixed point).
+    out: a uint8 `size` + (C,) array (or view) to write into; returns it, else a new array."""
     image = np.asarray(image)
     out_h, out_w = size
     if image.shape[:2] == (out_h, out_w):
-        return image.astype(np.uint8, copy=False)
-
-    def axis(in_size: int, out_size: int):
-        coord = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
-        floor = np.floor(coord)
-        lower = np.clip(floor, 0, in_size - 1).astype(np.int64)
-        upper = np.clip(np.ceil(coord), 0, in_size - 1).astype(np.int64)
-        return lower, upper, (coord - floor).astype(np.float32)
-
-    y0, y1, fy = axis(image.shape[0], out_h)
-    x0, x1, fx = axis(image.shape[1], out_w)
-    fx = fx[None, :, None]
-    top, bottom = [np.take(image, y, axis=0).astype(np.float32) for y in (y0, y1)]  # rows first (fast)
-    top, bottom = (np.take(r, x0, axis=1) + (np.take(r, x1, axis=1) - np.take(r, x0, axis=1)) * fx
-                   for r in (top, bottom))
-    out = top + (bottom - top) * fy[:, None, None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        if out is None:
+            return image.astype(np.uint8, copy=False)
+        out[...] = image
+        return out
+    resized = cv2.resize(image, (out_w, out_h), dst=out, interpolation=cv2.INTER_LINEAR)
+    if out is not None and resized is not out and not np.shares_memory(resized, out):
+        out[...] = resized  # OpenCV could not write in place (e.g. a strided view): copy once
+    return out if out is not None else resized
 
 
-def fit_to_input(image: np.ndarray, size: tuple[int, int], resize: str) -> tuple[np.ndarray, tuple[float, float]]:
+def fit_to_input(image: np.ndarray, size: tuple[int, int], resize: str,
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, tuple[float, float]]:
     """uint8 (H, W, 3) photo -> (uint8 `size` (height, width) model input, (extent_h, extent_w)): the
     photo px spanned by the whole input, so a normalised box maps back as `y * extent_h, x * extent_w`.
-    resize: 'stretch' (extent = the photo) or 'letterbox' (see the module docstring)."""
+    resize: 'stretch' (extent = the photo) or 'letterbox' (see the module docstring).
+    out: a uint8 (height, width, 3) buffer to write the model input into (returned), else a new array."""
     height, width = image.shape[:2]
     if resize == "stretch":
-        return resize_bilinear(image, size), (float(height), float(width))
+        return resize_bilinear(image, size, out), (float(height), float(width))
     if resize != "letterbox":
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
     ratio = min(size[0] / height, size[1] / width)
     inner = (max(1, min(size[0], round(height * ratio))), max(1, min(size[1], round(width * ratio))))
-    canvas = np.full((*size, 3), LETTERBOX_FILL, np.uint8)
-    canvas[:inner[0], :inner[1]] = resize_bilinear(image, inner)
+    canvas = np.empty((*size, 3), np.uint8) if out is None else out
+    canvas[inner[0]:] = LETTERBOX_FILL  # the padding: below the photo and right of it
+    canvas[:inner[0], inner[1]:] = LETTERBOX_FILL
+    resize_bilinear(image, inner, canvas[:inner[0], :inner[1]])
     return canvas, (height * size[0] / inner[0], width * size[1] / inner[1])
 
 

@@ -8,6 +8,12 @@ Photos are fitted to the model input (stretch or letterbox) and boxes mapped bac
 facedet.runtime.detector, as for the Keras model. The export stage records each file's resize mode
 in `export.json` beside it (`EXPORT_MANIFEST`), which the runner reads when not told.
 
+A call is three phases, public so that a benchmark can time them apart (`StagedDetector`):
+`prepare` fits the photo straight into the interpreter's input tensor (no per-call buffer),
+`invoke` runs the model (network + post-process op), `read_detections` maps the op's outputs
+to the photo. `num_threads` is the interpreter's (XNNPACK's) thread count, and OpenCV's for the
+resize (its pool is process-wide: the last detector built sets it).
+
 Outputs are found by their signature names (`OUTPUT_NAMES`), or, for files from other exporters
 (TF OD API: 'TFLite_Detection_PostProcess', ':1', ':2', ':3'), by tensor name and shape —
 never by position: the interpreter lists them in an order of its own.
@@ -23,9 +29,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 
-from facedet.runtime.detector import RESIZE_MODES, Detector, NmsParams, boxes_to_photo_xywh, check_rgb, fit_to_input
+from facedet.runtime.detector import (
+    RESIZE_MODES,
+    Fitted,
+    NmsParams,
+    StagedDetector,
+    boxes_to_photo_xywh,
+    check_rgb,
+    fit_to_input,
+)
 from facedet.runtime.tflite_check import check_tflite_file
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"  # the custom op every exported detector ends in
@@ -128,7 +143,7 @@ def manifest_entry(path: str | os.PathLike) -> dict | None:
     return next((e for e in read_export_manifest(path.parent) if e.get("file") == path.name), None)
 
 
-class TFLiteDetector(Detector):
+class TFLiteDetector(StagedDetector):
     """A face detector `.tflite` with uint8 input [1, H, W, 3] and the four post-process outputs.
 
     resize: 'stretch' or 'letterbox' (see facedet.runtime.detector); None: as the file's `export.json`
@@ -151,28 +166,42 @@ class TFLiteDetector(Detector):
         if resize not in RESIZE_MODES:
             raise ValueError(f"{self.path}: resize must be one of {RESIZE_MODES}, got {resize!r}")
         self.resize = resize
+        self._input_tensor = self._interpreter.tensor(self._input["index"])
+        cv2.setNumThreads(num_threads)
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the model input, px."""
         return int(self._input["shape"][1]), int(self._input["shape"][2])
 
+    def prepare(self, image: np.ndarray) -> Fitted:
+        """Fit an RGB uint8 (H, W, 3) photo into the model's input tensor, in place; -> where it went."""
+        image = check_rgb(image)
+        buffer = self._input_tensor()[0]  # a view of the interpreter's own input: nothing allocated
+        _, extent = fit_to_input(image, self.input_size, self.resize, out=buffer)
+        del buffer  # the interpreter refuses to run while a view of its buffers is alive
+        return Fitted(image.shape[:2], extent)
+
+    def invoke(self) -> None:
+        """Run the model on the prepared input: network, then the post-process op (decode + NMS)."""
+        self._interpreter.invoke()
+
+    def read_detections(self, fitted: Fitted) -> np.ndarray:
+        """The op's outputs -> float32 (K, 5) pixel `x, y, w, h, score` in the photo `prepare` was
+        given (clipped to it), score-descending."""
+        boxes, scores = self._normalised_outputs()
+        return boxes_to_photo_xywh(boxes, scores, fitted.photo_size, fitted.extent)
+
     def detect_normalised(self, image_resized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run on a uint8 image already at `input_size`: -> (boxes (K, 4) normalised
         `[ymin, xmin, ymax, xmax]`, unclipped; scores (K,)), in the op's order (score descending)."""
         self._interpreter.set_tensor(self._input["index"], image_resized[None])
         self._interpreter.invoke()
+        return self._normalised_outputs()
+
+    def _normalised_outputs(self) -> tuple[np.ndarray, np.ndarray]:
         get = lambda name: self._interpreter.get_tensor(self._outputs[name]["index"])  # noqa: E731
         count = int(get("num_detections").reshape(-1)[0])
         boxes = get("detection_boxes")[0, :count].astype(np.float32)
         scores = get("detection_scores")[0, :count].astype(np.float32)
         return boxes, scores
-
-    def detect(self, image: np.ndarray) -> np.ndarray:
-        """Faces in an original RGB uint8 (H, W, 3) image: float32 (K, 5) pixel
-        `x, y, w, h, score` in that image (clipped to it), sorted by score descending."""
-        image = check_rgb(image)
-        model_input, extent = fit_to_input(image, self.input_size, self.resize)
-        boxes, scores = self.detect_normalised(model_input)
-        return boxes_to_photo_xywh(boxes, scores, image.shape[:2], extent)
-

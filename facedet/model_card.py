@@ -43,7 +43,7 @@ from facedet.pipeline.paths import CONFIGS_DIR, MODEL_DIR, RAW_DIR, TFRECORD_DIR
 from facedet.runtime.detector import RECOMMENDED_SCORE_THRESHOLD
 
 DATA_OUTS = (str(RAW_DIR), str(TFRECORD_DIR))  # as dvc.lock names them
-PIPELINE_PRODUCTS = ("dvc.lock", "reports/", "dvclive/")  # rewritten by `dvc repro`: not "dirty code"
+PIPELINE_PRODUCTS = ("dvc.lock", "reports/", "dvclive/", "models/model_card.")  # rewritten by `dvc repro`: not "dirty code"
 OUTPUTS_CONTRACT = {
     "detection_boxes": "float32 [1, N, 4] normalised [ymin, xmin, ymax, xmax] (metadata name 'location')",
     "detection_classes": "float32 [1, N] 0-based class id, 0 = face ('category', label file labels.txt)",

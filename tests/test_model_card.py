@@ -110,8 +110,11 @@ def test_the_markdown_shows_metrics_lineage_and_params(project, tflite_files):
 def test_uncommitted_changes_and_missing_lineage_are_said(project, tflite_files, tmp_path_factory):
     (project / "train.py").write_text("print('changed')\n")
     (project / "dvc.lock").unlink()
+    (project / "models").mkdir()
+    (project / "models" / "model_card.md").write_text("the card being rewritten by this very stage\n")
     card = card_for(project, tflite_files, keras_metrics=None, tflite_metrics=None)
-    assert card["code"]["dirty"] is True and card["code"]["dirty_paths"] == ["train.py"]  # dvc.lock is no code
+    # neither dvc.lock nor the card's own files are code
+    assert card["code"]["dirty"] is True and card["code"]["dirty_paths"] == ["train.py"]
     assert card["data"]["dvc"]["found"] is False
     text = render_markdown(card)
     assert "uncommitted changes: train.py" in text and "dvc.lock not found" in text

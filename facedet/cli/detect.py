@@ -224,7 +224,7 @@ def write_wider(detector: Detector, guard: OutputGuard, images: list[Path], root
     names = {image: Path("images", image.stem) if image in labels else wider_name(image, root) for image in images}
     guard.check(name.with_suffix(".txt") for name in names.values())
     count = 0
-    for result, _ in detect_each(detector, images, score_threshold, report, labels):
+    for result, *_ in detect_each(detector, images, score_threshold, report, labels):
         name = names[result.image]
         write_text_atomic(guard.record(name.with_suffix(".txt")), format_prediction_file(name.name, result.faces))
         count += 1
@@ -246,7 +246,7 @@ def write_coco(detector: Detector, guard: OutputGuard, images: list[Path], root:
 
     guard.check([Path(COCO_RESULTS), Path(COCO_IMAGES)])
     found, detections = [], {}
-    for result, _ in detect_each(detector, images, score_threshold, report, labels):
+    for result, *_ in detect_each(detector, images, score_threshold, report, labels):
         name = result.label or (output_name(result.image, root).as_posix() + result.image.suffix)
         found.append(SimpleNamespace(image=name, width=result.width, height=result.height, boxes_xywh=np.zeros((0, 4))))
         detections[eval_key(name)] = result.faces

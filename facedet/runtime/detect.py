@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from facedet.data.images import Photo, read_photo
+from facedet.data.images import read_photo
 from facedet.runtime.detector import Detector
 from facedet.runtime.output_guard import OutputGuard
 
@@ -107,9 +107,9 @@ def list_inputs(image_or_dir: str | os.PathLike, recursive: bool = False) -> lis
 
 def detect_each(detector: Detector, images: Iterable[Path], score_threshold: float,
                 on_error: Callable[[ValueError], None] | None = None,
-                labels: dict[Path, str] | None = None) -> Iterator[tuple[ImageFaces, Photo]]:
-    """(result, the photo as read) of each image that reads, faces with score >= the threshold, in the
-    photo's full-size pixels. The photo is `facedet.data.images.read_photo`'s: as displayed, one larger
+                labels: dict[Path, str] | None = None) -> Iterator[tuple[ImageFaces, np.ndarray, np.ndarray]]:
+    """(result, the pixels detected on, their faces) of each image that reads: `result.faces` with score
+    >= the threshold in the photo's full-size pixels, the same faces (K, 5) in the detected pixels' frame. The photo is `facedet.data.images.read_photo`'s: as displayed, one larger
     than DETECT_MAX_SIDE detected scaled down (`Photo.scale`). An unreadable or refused image raises
     ValueError, or, with `on_error`, is passed to it and skipped."""
     if not 0.0 <= score_threshold <= 1.0:
@@ -126,7 +126,7 @@ def detect_each(detector: Detector, images: Iterable[Path], score_threshold: flo
         found = found[found[:, 4] >= score_threshold]
         faces = np.concatenate([found[:, :4] / photo.scale, found[:, 4:]], axis=1).astype(np.float32)
         label = (labels or {}).get(image_path)
-        yield ImageFaces(image_path, photo.width, photo.height, faces, label), photo
+        yield ImageFaces(image_path, photo.width, photo.height, faces, label), photo.pixels, found
 
 
 def draw_faces(pixels: np.ndarray, faces: np.ndarray, score_threshold: float) -> Any:
@@ -158,12 +158,11 @@ def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_di
     names = {image: output_name(image, root) for image in images}
     guard.check(Path(f"{name}{suffix}") for name in names.values() for suffix in (".json", ".jpg"))
     results = []
-    for result, photo in detect_each(detector, images, score_threshold, on_error, labels):
+    for result, pixels, found in detect_each(detector, images, score_threshold, on_error, labels):
         name = names[result.image]
         write_text_atomic(guard.record(Path(f"{name}.json")), json.dumps(result.to_json(), indent=2) + "\n")
-        drawn = np.concatenate([result.faces[:, :4] * photo.scale, result.faces[:, 4:]], axis=1)
         with atomic_path(guard.record(Path(f"{name}.jpg"))) as tmp:
-            draw_faces(photo.pixels, drawn, score_threshold).save(tmp, format="JPEG", quality=90)
+            draw_faces(pixels, found, score_threshold).save(tmp, format="JPEG", quality=90)
         results.append(result)
     return results
 

@@ -834,7 +834,7 @@ def test_broken_and_looping_links_in_a_folder_are_named_and_counted(standin_tfli
 def test_a_stage_whose_params_changed_while_it_ran_fails_so_dvc_records_nothing(tmp_path, monkeypatch):
     import stages.train
 
-    root = project(tmp_path, raw=None)
+    root = project(tmp_path, {"train": {"steps": 20}}, raw=None)
     params_file = root / "params.yaml"
     values = yaml.safe_load(params_file.read_text())
 

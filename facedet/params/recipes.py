@@ -86,7 +86,8 @@ def recipe_for(params: Mapping[str, Any]) -> tuple[Recipe, str]:
     if source in REAL_PHOTO_SOURCES:
         return REAL_PHOTOS, f"data.source={source}"
     if extra:
-        return REAL_PHOTOS, f"data.extra_train: {', '.join(map(str, extra)) if isinstance(extra, Mapping) else extra}"
+        names = ", ".join(map(str, extra)) if isinstance(extra, Mapping) else str(extra)
+        return REAL_PHOTOS, f"data.extra_train: {names}"
     return SYNTHETIC, f"data.source={source}"
 
 

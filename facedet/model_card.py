@@ -10,8 +10,8 @@
 - lineage: the git commit (and whether the work tree differs from it), the dataset source and the
   DVC hashes of data/raw and data/tfrecords as recorded in dvc.lock, the backbone weights training
   started from (their sha256 for a file, as train recorded it in models/detector/backbone.json), every
-  param of params.yaml, and a reproduce command that
-  carries the params that differ from the commit's params.yaml;
+  param of params.yaml with each `auto` knob as its recipe set it (and the recipe, and why), and a
+  reproduce command that carries the params that differ from the commit's params.yaml (as written);
 - what a reviewer needs: a verdict against the data the model was scored on (synthetic smoke-test
   data, or real photos), intended and out-of-scope use, the training data and its licence, the
   recommended score threshold (`facedet detect`'s default).
@@ -36,6 +36,7 @@ import yaml
 
 from facedet import __version__
 from facedet.params.loader import PARAMS_FILE, parse_params, read_params_file
+from facedet.params.recipes import resolve_auto
 from facedet.params.sections import SOURCE_ALIASES
 from facedet.pipeline.atomic import write_text_atomic
 from facedet.pipeline.hashing import sha256_of
@@ -279,8 +280,10 @@ def build_model_card(*, params: Mapping[str, Any], detector_config: Mapping[str,
                      keras_metrics: Mapping[str, Any] | None, tflite_metrics: Mapping[str, Any] | None,
                      lock_path: str | os.PathLike = "dvc.lock", repo: str | os.PathLike = ".",
                      latency_runs: int = 50) -> dict[str, Any]:
-    """The card as a JSON-able dict (see the module docstring). tflite_files: {variant: path}, variants
-    'int8', 'float' (trained input size) and 'int8_<size>', 'float_<size>' (other export sizes)."""
+    """The card as a JSON-able dict (see the module docstring). params: params.yaml as written (`auto`
+    knobs unresolved). tflite_files: {variant: path}, variants 'int8', 'float' (trained input size) and
+    'int8_<size>', 'float_<size>' (other export sizes)."""
+    resolution = resolve_auto(params)
     source = (params.get("data") or {}).get("source", "unknown")
     source = SOURCE_ALIASES.get(source, source)
     code = git_lineage(repo)
@@ -296,7 +299,7 @@ def build_model_card(*, params: Mapping[str, Any], detector_config: Mapping[str,
             "task": "face detection (single class 'face'), boxes in normalised [ymin, xmin, ymax, xmax]",
             "architecture": f"SSD, MobileNetV2 backbone (alpha {detector_config.get('alpha')}), "
                             f"feature strides {detector_config.get('feature_strides')}",
-            "preset": (params.get("model") or {}).get("preset"),
+            "preset": (resolution.params.get("model") or {}).get("preset"),
             "preset_config": dict(preset_config) if preset_config is not None else None,
             "detector_config": dict(detector_config),
             "labels": ["face"],
@@ -309,7 +312,9 @@ def build_model_card(*, params: Mapping[str, Any], detector_config: Mapping[str,
         "backbone": dict(backbone) if backbone is not None else None,
         "code": code,
         "reproduce": reproduce_command(params, code, repo),
-        "params": dict(params),
+        "params": resolution.params,
+        "recipe": ({"name": resolution.recipe.name, "why": resolution.why, "auto": resolution.knobs}
+                   if resolution.knobs else None),
         "measured_on": machine_description(),
     }
 
@@ -420,7 +425,8 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         lines.append(f"- `{path}`: " + (f"md5 `{entry['md5']}` ({entry.get('nfiles')} files, {entry.get('size')} "
                                          f"bytes; stage `{entry['stage']}` in dvc.lock)" if entry
                                          else "not recorded in dvc.lock"))
-    commit, reproduce = code.get("commit"), card["reproduce"]
+    commit, reproduce, recipe = code.get("commit"), card["reproduce"], card.get("recipe")
+    recipe_note = f"; its `auto` knobs as the {recipe['name']} recipe sets them, for {recipe['why']}" if recipe else ""
     lines += ["", "## Lineage", "",
               f"- Git commit: `{commit}`" + (" (work tree had uncommitted changes: "
                                               + ", ".join(code["dirty_paths"][:10]) + ")" if code.get("dirty") else "")
@@ -428,7 +434,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
               backbone_line(card.get("backbone")),
               (f"- Reproduce{'' if reproduce['exact'] else ' (not exact)'}: `{reproduce['command']}` "
                f"({reproduce['note']})" if reproduce["command"] else f"- Reproduce: unknown ({reproduce['note']})"),
-              "", "## Params (params.yaml)", "", "```yaml", yaml.safe_dump(card["params"], sort_keys=False).rstrip(),
+              "", f"## Params (params.yaml{recipe_note})", "", "```yaml", yaml.safe_dump(card["params"], sort_keys=False).rstrip(),
               "```",
               "", "## Detector config (models/detector/detector.json)", "", "```json",
               json.dumps(model["detector_config"], indent=2), "```", "",
@@ -463,7 +469,7 @@ def load_inputs(params_path: str | os.PathLike = PARAMS_FILE, model_dir: str | o
     detector_config = read_json_if_present(Path(model_dir) / "detector.json")
     if detector_config is None:
         raise FileNotFoundError(f"{model_dir}/detector.json: no trained model (run the train stage)")
-    preset = (params.get("model") or {}).get("preset")
+    preset = (resolve_auto(params).params.get("model") or {}).get("preset")
     preset_path = Path(configs_dir) / f"{preset}.yaml"
     preset_config = (yaml.safe_load(preset_path.read_text(encoding="utf-8"))
                      if preset and preset_path.is_file() else None)

@@ -66,17 +66,39 @@ def test_the_model_card_does_not_rerun_when_the_data_code_changes():
 def test_each_stage_reads_only_its_own_params_section():
     sections = {name: stage.get("params", []) for name, stage in stages().items()}
     card = sections.pop("model_card")  # the card records every param, so it reads them all
+    deciders = ["data.source", "data.extra_train"]  # the data choosing the `auto` knobs' values (next test)
     assert sections["fetch"] == ["data"]
     assert sections["extra_train"] == ["data.extra_train.${key}"]
-    assert sections["filter"] == ["filter"]
+    assert sections["filter"] == ["filter", *deciders]
     assert sections["shard"] == ["shard"]
-    assert sections["train"] == ["model", "train"]
-    assert sections["export"] == ["export"]
-    assert all(p.startswith("evaluate") for p in sections["evaluate"] + sections["evaluate_tflite"])
+    assert sections["train"] == ["model", "train", *deciders]
+    assert sections["evaluate"] == ["evaluate", *deciders]
+    assert sections["export"] == ["export", *deciders]
+    assert all(p.startswith("evaluate") for p in sections["evaluate_tflite"])
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     declared = {p.split(".")[0] for ps in sections.values() for p in ps}
     assert declared == set(params), "every params.yaml section is read by some stage, and only those"
     assert set(card) == set(params)
+
+
+def test_a_stage_reading_an_auto_knob_lists_the_params_that_choose_its_value():
+    """An `auto` knob takes its value from the data (facedet.params.recipes): pointing the pipeline at real
+    photos (`-S data.source=local`) re-runs every stage that reads one, and `dvc params diff` says why."""
+    from facedet.params.recipes import DECIDED_BY, REAL_PHOTOS, SYNTHETIC
+
+    def covers(listed: list[str], key: str) -> bool:  # DVC re-runs the stage when `key` changes
+        return any(key == p or key.startswith(f"{p}.") for p in listed)
+
+    assert set(SYNTHETIC.values) == set(REAL_PHOTOS.values)
+    readers = []
+    for name, stage in stages().items():
+        listed = stage.get("params", [])
+        if any(covers(listed, knob) for knob in SYNTHETIC.values):
+            readers.append(name)
+            assert all(covers(listed, key) for key in DECIDED_BY), name
+    assert readers == ["filter", "train", "evaluate", "export", "model_card"]
+    # `model.preset: auto` names no file DVC can interpolate: the stages reading the preset track configs/
+    assert "configs" in stages()["train"]["deps"] and "configs" in stages()["model_card"]["deps"]
 
 
 def stage_args(name: str) -> dict[str, object]:

@@ -530,8 +530,9 @@ def _float_keys(spec, prefix: str) -> list[str]:
 
 def test_nan_and_inf_are_rejected_for_every_float_param_with_the_key_named():
     from facedet.params.loader import ParamsError, build
+    from facedet.params.recipes import resolve_auto
     from facedet.params.sections import SECTIONS as specs
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = resolve_auto(yaml.safe_load((REPO / "params.yaml").read_text())).params  # `auto` resolved, as stages do
     checked = 0
     for section, spec in specs.items():
         for key in _float_keys(spec, section):
@@ -834,7 +835,7 @@ def test_broken_and_looping_links_in_a_folder_are_named_and_counted(standin_tfli
 def test_a_stage_whose_params_changed_while_it_ran_fails_so_dvc_records_nothing(tmp_path, monkeypatch):
     import stages.train
 
-    root = project(tmp_path, raw=None)
+    root = project(tmp_path, {"train": {"steps": 20}}, raw=None)
     params_file = root / "params.yaml"
     values = yaml.safe_load(params_file.read_text())
 

@@ -219,6 +219,31 @@ def test_the_reproduce_line_carries_uncommitted_params_and_says_when_it_is_not_e
     assert "- Reproduce (not exact): " in render_markdown(card)
 
 
+def test_the_card_shows_the_values_auto_took_and_reproduces_with_the_data_source_alone(project, tflite_files):
+    """`dvc exp run -S data.source=local ...` on a params.yaml of `auto` knobs: the card's params are the
+    values the run used (the real-photo recipe), it says which recipe and why, and its reproduce line
+    sets what the user set, not the values the recipe derived from it."""
+    auto = {**PARAMS, "data": {"source": "synthetic"}, "model": {"preset": "auto"},
+            "train": {"steps": 10, "learning_rate": "auto"}}
+    (project / "params.yaml").write_text(yaml.safe_dump(auto))
+    git(project, "commit", "-qam", "auto knobs")
+    head = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    used = {**auto, "data": {"source": "local", "local": {"path": "/data/widerface"}}}
+    card = card_for(project, tflite_files, params=used)
+    assert card["params"]["model"] == {"preset": "ssd_mobilenet_v2_native_256"} and card["model"]["preset"] == \
+        "ssd_mobilenet_v2_native_256"
+    assert card["params"]["train"] == {"steps": 10, "learning_rate": 0.008}
+    assert card["recipe"] == {"name": "real photos", "why": "data.source=local",
+                              "auto": {"model.preset": "ssd_mobilenet_v2_native_256", "train.learning_rate": 0.008}}
+    assert card["reproduce"]["command"] == (f"git checkout {head} && dvc exp run -S 'data.source=local' "
+                                            "-S '+data.local.path=/data/widerface'")
+    text = render_markdown(card)
+    assert "## Params (params.yaml; its `auto` knobs as the real photos recipe sets them, for data.source=local)" in text
+    assert "learning_rate: 0.008" in text and "auto" not in text.split("## Params")[1].split("```")[1]
+    assert card_for(project, tflite_files)["recipe"] is None  # no `auto` knob: nothing to say
+
+
 def test_the_lineage_names_the_weights_training_recorded_it_started_from(tmp_path):
     model_dir = tmp_path / "detector"
     model_dir.mkdir()

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from facedet.params.loader import ParamsError, build, field_range, load_section, read_params_file
+from facedet.params.recipes import AUTO, SYNTHETIC
 from facedet.params.sections import SECTIONS, AugmentConfig, DataParams, ExportParams, SyntheticParams, TrainParams
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -147,7 +148,8 @@ def test_params_yaml_lists_every_knob_of_the_code_and_nothing_else():
 
 
 def test_params_yaml_values_are_the_code_defaults():
-    """So a knob left out of an experiment's params.yaml behaves as the repository's params.yaml says."""
+    """So a knob left out of an experiment's params.yaml behaves as the repository's params.yaml says (an
+    `auto` knob: as it says on the synthetic set, the default data; facedet.params.recipes)."""
     params = read_params_file(PARAMS_YAML)
     for section, spec in SECTIONS.items():
         for key, fld in knobs(spec, section).items():
@@ -156,6 +158,8 @@ def test_params_yaml_values_are_the_code_defaults():
                 assert code_default(fld) in (dataclasses.MISSING, []), f"{key} has a code default now: list it"
                 continue
             default = code_default(fld)
+            if value == AUTO:
+                value = SYNTHETIC.values[key]
             assert value == (list(default) if isinstance(default, tuple) else default), key
             assert type(value) is type(default) or isinstance(default, (float, tuple)), f"{key}: {value!r}"
 
@@ -191,7 +195,8 @@ def test_the_params_module_imports_nothing_above_params():
              "print(sorted(m for m in sys.modules if m.startswith('facedet.') or m in ('tensorflow', 'keras')))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                             cwd=PARAMS_YAML.parent).stdout
-    assert ast.literal_eval(loaded) == ["facedet.params", "facedet.params.loader", "facedet.params.sections"]
+    assert ast.literal_eval(loaded) == ["facedet.params", "facedet.params.loader", "facedet.params.recipes",
+                                        "facedet.params.sections"]
 
 
 # ---------------------------------------------------------------------------------------------

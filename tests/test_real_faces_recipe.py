@@ -1,8 +1,8 @@
-"""The real-faces recipe, as a user runs it: `dvc exp run -S` with the native-scale preset, crops
-at the photo's own scale, evaluation at a larger input and an extra export size. Every shipped file
-is int8 (or float) with uint8 input, ends in the post-process op, carries metadata MediaPipe
-loads, and is scored as it is; the model card says which file was scored at which input.
-(On the synthetic set, in a fresh copy: what is checked is the wiring, not the AP.)"""
+"""The real-faces recipe's knobs, set with `dvc exp run -S` (real photos get them from `auto`): the
+native-scale preset, crops at the photo's own scale, evaluation at a larger input and an extra export
+size. Every shipped file is int8 (or float) with uint8 input, ends in the post-process op, carries
+metadata MediaPipe loads, and is scored as it is; the model card says which file was scored at which
+input. (On the synthetic set, in a fresh copy: what is checked is the wiring, not the AP.)"""
 
 from __future__ import annotations
 

@@ -87,6 +87,8 @@ def test_real_photos_go_through_fetch_filter_shard_train_and_evaluate(tmp_path):
     })
     log = run(["dvc", "repro", "evaluate"], repo)
     assert "Running stage 'extra_train@facemask'" in log
+    # real photos: the `auto` knobs took the real-faces recipe (the preset, 768 px evaluation ...)
+    assert "recipe: real photos (data.source=local): model.preset=ssd_mobilenet_v2_native_256" in log
     assert stages_run(log) == {"fetch", "filter", "shard", "train", "evaluate"}
 
     sources = json.loads((repo / "data/raw/sources.json").read_text())
@@ -110,5 +112,6 @@ def test_real_photos_go_through_fetch_filter_shard_train_and_evaluate(tmp_path):
                                                                              .glob("train.record-*"))))]
     assert len(examples) == TRAIN + VOC
     metrics = json.loads((repo / "reports/evaluate/metrics.json").read_text())
+    assert metrics["input_size"] == 768
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("wider_easy_ap", "wider_medium_ap", "wider_hard_ap", "coco_ap"))
     assert json.loads((repo / "dvclive/train/metrics.json").read_text())["step"] == 3

@@ -29,6 +29,7 @@ BAD_PARAMS = [
     ("train", "train.stpes", 10, "unknown key 'train.stpes' (did you mean 'train.steps'?)"),
     ("train", "train.augment.flip", 2, "'train.augment.flip' must be <= 1"),
     ("train", "model.preset", "ssd_nope", "model preset 'ssd_nope' not found"),
+    ("train", "train.batch_size", "auto", "'train.batch_size' cannot be auto: no recipe sets it"),
     ("evaluate", "evaluate.nms_iou", 1.5, "'evaluate.nms_iou' must be <= 1.0, got 1.5"),
     ("evaluate_tflite", "evaluate.images_to_draw", -1, "'evaluate.images_to_draw' must be >= 1, got -1"),
     ("export", "export.use_regular_nms", "yes", "'export.use_regular_nms' must be true or false, got 'yes'"),

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from facedet.params.recipes import resolve_auto
+
 from pipeline_copy import ALL_STAGES, SMALL, commit, fresh_copy, run, set_params, stages_run
 
 # The 12-step model of SMALL scores below the default 0.02 threshold, which would leave the PR curves
@@ -108,10 +110,11 @@ class Experiments:
 @pytest.fixture(scope="module")
 def experiments(team) -> Experiments:
     """In the teammate's clone: longer training, then a doubled learning rate, then the first again."""
-    learning_rate = yaml.safe_load((team.b / "params.yaml").read_text())["train"]["learning_rate"]
+    written = yaml.safe_load((team.b / "params.yaml").read_text())  # learning_rate: auto
+    learning_rate = resolve_auto(written).params["train"]["learning_rate"]  # the synthetic set's
     params = {"steps-14": {"train.steps": 14},
               "lr-x2": {"train.steps": 14, "train.learning_rate": 2 * learning_rate},
-              "steps-14-again": {"train.steps": 14, "train.learning_rate": learning_rate}}
+              "steps-14-again": {"train.steps": 14, "train.learning_rate": written["train"]["learning_rate"]}}
     logs = {}
     for name, sets in params.items():
         args = [arg for key, value in sets.items() for arg in ("-S", f"{key}={value}")]

@@ -3,7 +3,8 @@
 Each section is a (frozen) dataclass in facedet.params.sections; `load_section` checks types,
 choices (`Literal`), numeric ranges (`field_range`), unknown keys (with a "did you mean" hint) and
 reads renamed knobs by their old names too (`field_alias`), and raises `ParamsError` with one line
-naming the key, before any work.
+naming the key, before any work. A knob that reads `auto` takes the value of the recipe the data calls
+for (facedet.params.recipes), and the stage prints one line saying which recipe and why.
 A stage wraps its loading in `exit_on_bad_params(stage)`, which turns that error into the
 process's exit: one line on stderr, status 1, no traceback.
 """
@@ -25,10 +26,12 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from facedet.params.recipes import AUTO, DECIDED_BY, resolve_auto
+
 T = TypeVar("T")
 
 PARAMS_FILE = Path("params.yaml")
-# what this process read: (params file, section) -> the section as read (see check_params_unchanged)
+# what this process read: (params file, section or dotted key) -> its value as read (see check_params_unchanged)
 _sections_read: dict[tuple[Path, str], Any] = {}
 _sections_stage: str | None = None  # the stage whose exit_on_bad_params blocks they were read in
 
@@ -115,13 +118,29 @@ def check_ranges(instance: Any, key: str) -> None:
 
 
 def load_section(section: str, spec: type[T], path: str | os.PathLike = PARAMS_FILE) -> T:
-    """Return `params.yaml[section]` as an instance of the dataclass `spec`, validated. What was read
-    is remembered for `check_params_unchanged`."""
+    """Return `params.yaml[section]` as an instance of the dataclass `spec`, validated, its `auto` knobs
+    set by the recipe the data calls for (printed: 'recipe: real photos (data.source=local): ...').
+    What was read, the params that chose the recipe included, is remembered for `check_params_unchanged`."""
     data = read_params_file(path)
     if section not in data:
         raise ParamsError(f"{path}: section '{section}' is missing")
     _sections_read[(Path(path), section)] = copy.deepcopy(data[section])
-    return build(spec, data[section], f"{section}")
+    resolution = resolve_auto(data)
+    knobs = {key: value for key, value in resolution.knobs.items() if key.startswith(f"{section}.")}
+    if knobs:
+        for key in DECIDED_BY:
+            _sections_read[(Path(path), key)] = copy.deepcopy(_value_at(data, key))
+        print(f"recipe: {resolution.describe()}: {', '.join(f'{key}={value}' for key, value in knobs.items())}")
+    return build(spec, resolution.params[section], f"{section}")
+
+
+def _value_at(params: Any, key: str) -> Any:
+    """The value at a dotted key of parsed YAML, '<absent>' where there is none."""
+    for part in key.split("."):
+        if not isinstance(params, dict) or part not in params:
+            return "<absent>"
+        params = params[part]
+    return params
 
 
 def _first_difference(old: Any, new: Any, key: str) -> str | None:
@@ -142,7 +161,7 @@ def check_params_unchanged() -> None:
     own copy of the workspace."""
     for (path, section), old in _sections_read.items():
         try:
-            new = read_params_file(path).get(section, "<absent>")
+            new = _value_at(read_params_file(path), section)
         except ParamsError as err:
             raise ParamsError(f"{err} (it changed while the stage ran)") from None
         if (found := _first_difference(old, new, section)):
@@ -172,7 +191,13 @@ def build(spec: type[T], value: Any, key: str) -> T:
             continue
         given = value[name]
         given = fld.metadata.get("values", {}).get(given, given) if isinstance(given, (str, int)) else given
-        kwargs[name] = _check(hints[name], given, dotted, fld.metadata)
+        try:
+            kwargs[name] = _check(hints[name], given, dotted, fld.metadata)
+        except ParamsError:
+            if given == AUTO:  # not a knob of facedet.params.recipes
+                raise ParamsError(f"params.yaml: '{dotted}' cannot be auto: no recipe sets it (the knobs that "
+                                  "can: facedet/params/recipes.py)") from None
+            raise
     return spec(**kwargs)
 
 

@@ -1,7 +1,8 @@
 """params.yaml as types: one frozen dataclass per section and sub-section, in params.yaml's order.
 
 Every knob of the pipeline is a field here and a line in params.yaml, with the same default
-(tests/test_params.py keeps the two equal both ways). `facedet.params.loader` validates a section
+(tests/test_params.py keeps the two equal both ways); a knob that reads `auto` there defaults here to
+its synthetic-set value (facedet.params.recipes: the loader resolves `auto` before these types see it). `facedet.params.loader` validates a section
 against these types (choices, ranges, unknown keys); the library takes its defaults from them.
 Pure Python: imports nothing above facedet.params (no TensorFlow), so `--help` and params errors stay fast.
 """

@@ -13,6 +13,7 @@ files eval_tools/ground_truth/wider_{face,easy,medium,hard}_val.mat (the images 
 Rows (each a facedet.runtime.detector.Detector):
 - ours: every `--tflite` file (default: models/export/face_detector_int8*.tflite), through
   facedet.runtime.tflite_detector.TFLiteDetector, exactly as `facedet detect` and the evaluate_tflite stage run it;
+- ours, float: every `--keras` model dir at `--keras-input`, as the evaluate stage runs it (recipe probes);
 - YuNet through OpenCV's cv2.FaceDetectorYN at each photo's own size, score >= 0.02, NMS 0.45;
 - the Ultra-Light-Fast-Generic-Face-Detector-1MB (RFB, 640x480) through OpenCV's dnn module: the photo
   resized (not letterboxed) to 640x480, (x - 127) / 128, score >= 0.02, the best 2000, NMS IoU 0.3;
@@ -167,6 +168,18 @@ class YuNet(Detector):
         if faces is None:
             return np.zeros((0, 5), np.float32)
         return sort_by_score(faces[:, [0, 1, 2, 3, 14]].astype(np.float32))  # x, y, w, h, 10 landmark values, score
+
+
+def keras_row(model_dir: Path, input_size: int) -> Row:
+    """A trained Keras detector (a train stage's model dir) at `input_size` (0: the trained size),
+    float, decoded and NMS'd as the evaluate stage does: to compare training recipes before export."""
+    from facedet.params.sections import EvaluateParams
+    from facedet.runtime.keras_detector import KerasDetector
+
+    detector = KerasDetector(model_dir, EvaluateParams(score_threshold=MIN_SCORE), input_size=input_size or None)
+    height, width = detector.input_size
+    return Row(f"ours {model_dir} (Keras)", f"{width}x{height} float",
+               (model_dir / "model.keras").stat().st_size / 1024, detector, height * width)
 
 
 def yunet_row(onnx: Path) -> Row:
@@ -346,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"a WIDER-layout tree with WIDER_val/ and {GROUND_TRUTH_DIR}/ (default {DEFAULT_WIDER})")
     parser.add_argument("--tflite", type=Path, nargs="*",
                         help="our .tflite files (default: models/export/face_detector_int8*.tflite)")
+    parser.add_argument("--keras", type=Path, nargs="*", default=[],
+                        help="trained Keras model dirs (models/detector/ or a probe's --model-dir), scored float")
+    parser.add_argument("--keras-input", type=int, default=0,
+                        help="square input of the --keras models, px (0: the trained size; e.g. 768)")
     parser.add_argument("--yunet-onnx", type=Path, help=f"OpenCV zoo face_detection_yunet_*.onnx (default {DEFAULT_YUNET})")
     parser.add_argument("--ulfd-onnx", type=Path, help=f"Ultra-Light RFB-640 .onnx (default {DEFAULT_ULFD})")
     parser.add_argument("--no-yunet", action="store_true", help="skip YuNet")
@@ -366,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in tflite_files:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no such .tflite file")
+        for path in args.keras:
+            if not (path / "model.keras").is_file():
+                raise FileNotFoundError(f"{path}: no model.keras here (a train stage's model dir)")
         yunet = None if args.no_yunet else reference_onnx(args.yunet_onnx, DEFAULT_YUNET, "YuNet", skipped)
         ulfd = None if args.no_ulfd else reference_onnx(args.ulfd_onnx, DEFAULT_ULFD, "ULFD", skipped)
     except (WiderFormatError, FileNotFoundError) as err:
@@ -375,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         ground_truth = ground_truth[:args.limit]
 
     makers = [lambda path=path: tflite_row(path, args.threads) for path in tflite_files]
+    makers += [lambda path=path: keras_row(path, args.keras_input) for path in args.keras]
     if yunet is not None:
         makers.append(lambda: yunet_row(yunet))
     if ulfd is not None:
@@ -385,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             makers.append(lambda: blazeface_row(args.threads))
     if not makers:
-        print("error: no detector to run (no --tflite file; YuNet, ULFD and BlazeFace skipped)", file=sys.stderr)
+        print("error: no detector to run (no --tflite file or --keras dir; YuNet, ULFD and BlazeFace skipped)", file=sys.stderr)
         return 2
 
     import cv2  # noqa: F401  imported before the rows are built, so that their memory growth is theirs alone

@@ -152,3 +152,25 @@ def test_the_latency_benchmark_splits_our_call_on_a_photo(standin_tflite):
     assert cells[:2] == ["face_detector_int8.tflite", "64x64"]
     medians = [float(cell.split(" / ")[0]) for cell in cells[2:6]]
     assert all(m >= 0 for m in medians) and medians[3] > 0 and cells[6].endswith("%")
+
+
+def test_a_trained_keras_model_dir_is_a_float_row_at_the_input_asked(tmp_path):
+    from facedet.model.anchors import DetectorConfig
+    from facedet.model.ssd import build_detector
+    from facedet.train.save import save_detector
+
+    config = DetectorConfig(input_size=96, alpha=0.35, feature_strides=(8, 16, 32), head_channels=16)
+    save_detector(build_detector(config), config, tmp_path / "probe" / "detector")
+    write_tree(tmp_path / "tree", [(1, 2)])
+    result = run_bench("--wider", str(tmp_path / "tree"), "--tflite", "--keras", str(tmp_path / "probe" / "detector"),
+                       "--keras-input", "128", "--json", str(tmp_path / "table.json"))
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads((tmp_path / "table.json").read_text())
+    assert row["detector"].endswith("detector (Keras)") and row["input"] == "128x128 float"
+
+
+def test_a_keras_dir_without_a_model_is_one_line(tmp_path):
+    write_tree(tmp_path / "tree", [(1, 2)])
+    result = run_bench("--wider", str(tmp_path / "tree"), "--tflite", "--keras", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path}: no model.keras here (a train stage's model dir)"

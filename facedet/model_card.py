@@ -38,9 +38,9 @@ from facedet import __version__
 from facedet.params.loader import PARAMS_FILE, parse_params, read_params_file
 from facedet.params.recipes import resolve_auto
 from facedet.params.sections import SOURCE_ALIASES
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.pipeline.hashing import sha256_of
-from facedet.pipeline.paths import CONFIGS_DIR, MODEL_DIR, RAW_DIR, TFRECORD_DIR
+from facedet.process.atomic import write_text_atomic
+from facedet.process.hashing import sha256_of
+from facedet.process.paths import CONFIGS_DIR, MODEL_DIR, RAW_DIR, TFRECORD_DIR
 from facedet.runtime.detector import RECOMMENDED_SCORE_THRESHOLD
 
 DATA_OUTS = (str(RAW_DIR), str(TFRECORD_DIR))  # as dvc.lock names them

@@ -17,9 +17,9 @@ from facedet.data.wider_archive import WiderArchive
 from facedet.evaluate.score import evaluate_detector
 from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import EvaluateParams
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import EVALUATE_DIR, INTERIM_DIR, MODEL_DIR, RAW_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.lifetime import die_with_parent
+from facedet.process.paths import EVALUATE_DIR, INTERIM_DIR, MODEL_DIR, RAW_DIR
+from facedet.process.stage_args import stage_parser
 
 PARSER = stage_parser("evaluate", __doc__, model_dir=MODEL_DIR, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR,
                       evaluate_dir=EVALUATE_DIR)

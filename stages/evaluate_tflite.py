@@ -20,10 +20,10 @@ from facedet.data.wider_archive import WiderArchive
 from facedet.evaluate.score import evaluate_detector, int8_minus_float
 from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import EvaluateParams
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import EVALUATE_TFLITE_DIR, EXPORT_DIR, INTERIM_DIR, RAW_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import write_text_atomic
+from facedet.process.lifetime import die_with_parent
+from facedet.process.paths import EVALUATE_TFLITE_DIR, EXPORT_DIR, INTERIM_DIR, RAW_DIR
+from facedet.process.stage_args import stage_parser
 
 PARSER = stage_parser("evaluate_tflite", __doc__, export_dir=EXPORT_DIR, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR,
                       evaluate_tflite_dir=EVALUATE_TFLITE_DIR)

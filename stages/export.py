@@ -20,11 +20,11 @@ from tqdm import tqdm
 
 from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import ExportParams
-from facedet.pipeline.atomic import atomic_path
-from facedet.pipeline.disk import exit_on_disk_full, require_free_space
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import EXPORT_DIR, MODEL_DIR, TFRECORD_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import atomic_path
+from facedet.process.disk import exit_on_disk_full, require_free_space
+from facedet.process.lifetime import die_with_parent
+from facedet.process.paths import EXPORT_DIR, MODEL_DIR, TFRECORD_DIR
+from facedet.process.stage_args import stage_parser
 
 LABELS = ["face"]  # 0-based class ids of the TFLite outputs
 PARSER = stage_parser("export", __doc__, model_dir=MODEL_DIR, tfrecord_dir=TFRECORD_DIR, export_dir=EXPORT_DIR)

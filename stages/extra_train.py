@@ -16,11 +16,11 @@ from facedet.data.extra_train import write_extra_index
 from facedet.data.wider_gt import WiderFormatError
 from facedet.params.loader import ParamsError, exit_on_bad_params, load_section
 from facedet.params.sections import DataParams
-from facedet.pipeline.atomic import atomic_path
-from facedet.pipeline.disk import exit_on_disk_full
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import EXTRA_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import atomic_path
+from facedet.process.disk import exit_on_disk_full
+from facedet.process.lifetime import die_with_parent
+from facedet.process.paths import EXTRA_DIR
+from facedet.process.stage_args import stage_parser
 
 PARSER = stage_parser("extra_train", __doc__, extra_dir=EXTRA_DIR)
 PARSER.add_argument("name", help="the source's key under data.extra_train in params.yaml")

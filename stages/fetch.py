@@ -27,11 +27,11 @@ from facedet.data.wider_fetch import fetch_widerface
 from facedet.data.wider_gt import WiderFormatError
 from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import DataParams
-from facedet.pipeline.atomic import atomic_path
-from facedet.pipeline.disk import exit_on_disk_full
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import DOWNLOAD_DIR, EXTRA_DIR, RAW_DIR, WIDERFACE_LOCK
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import atomic_path
+from facedet.process.disk import exit_on_disk_full
+from facedet.process.lifetime import die_with_parent
+from facedet.process.paths import DOWNLOAD_DIR, EXTRA_DIR, RAW_DIR, WIDERFACE_LOCK
+from facedet.process.stage_args import stage_parser
 
 PARSER = stage_parser("fetch", __doc__, raw_dir=RAW_DIR, extra_dir=EXTRA_DIR, download_dir=DOWNLOAD_DIR,
                       widerface_lock=WIDERFACE_LOCK)

@@ -15,11 +15,11 @@ from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import WiderFormatError
 from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import FilterParams
-from facedet.pipeline.atomic import atomic_path, write_text_atomic
-from facedet.pipeline.disk import exit_on_disk_full
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import FACE_SIZES, FILTER_METRICS, INTERIM_DIR, RAW_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import atomic_path, write_text_atomic
+from facedet.process.disk import exit_on_disk_full
+from facedet.process.lifetime import die_with_parent
+from facedet.process.paths import FACE_SIZES, FILTER_METRICS, INTERIM_DIR, RAW_DIR
+from facedet.process.stage_args import stage_parser
 
 PARSER = stage_parser("filter", __doc__, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR, filter_metrics=FILTER_METRICS,
                       face_sizes=FACE_SIZES)

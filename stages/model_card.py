@@ -20,9 +20,9 @@ import json
 from facedet.model_card import (build_model_card, headline_metrics, load_inputs, read_json_if_present,
                                 write_model_card)
 from facedet.params.loader import exit_on_bad_params
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import (
+from facedet.process.atomic import write_text_atomic
+from facedet.process.lifetime import die_with_parent
+from facedet.process.paths import (
     CONFIGS_DIR,
     EVALUATE_DIR,
     EVALUATE_TFLITE_DIR,
@@ -32,7 +32,7 @@ from facedet.pipeline.paths import (
     MODEL_DIR,
     MODEL_METRICS,
 )
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.stage_args import stage_parser
 from facedet.runtime.tflite_detector import read_export_manifest
 
 PARSER = stage_parser("model_card", __doc__, export_dir=EXPORT_DIR, model_dir=MODEL_DIR, configs_dir=CONFIGS_DIR,

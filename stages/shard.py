@@ -14,11 +14,11 @@ from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import WiderFormatError
 from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import ShardParams
-from facedet.pipeline.atomic import atomic_path
-from facedet.pipeline.disk import exit_on_disk_full, require_free_space
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import INTERIM_DIR, RAW_DIR, TFRECORD_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import atomic_path
+from facedet.process.disk import exit_on_disk_full, require_free_space
+from facedet.process.lifetime import die_with_parent
+from facedet.process.paths import INTERIM_DIR, RAW_DIR, TFRECORD_DIR
+from facedet.process.stage_args import stage_parser
 
 PARSER = stage_parser("shard", __doc__, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR, tfrecord_dir=TFRECORD_DIR)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from facedet.model.anchors import DetectorConfig, load_preset
 from facedet.params.loader import exit_on_bad_params, load_section, read_params_file
 from facedet.params.sections import ModelParams, TrainParams
-from facedet.pipeline.disk import exit_on_disk_full
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import CHECKPOINT_DIR, CONFIGS_DIR, LIVE_DIR, MODEL_DIR, TFRECORD_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.disk import exit_on_disk_full
+from facedet.process.lifetime import die_with_parent
+from facedet.process.paths import CHECKPOINT_DIR, CONFIGS_DIR, LIVE_DIR, MODEL_DIR, TFRECORD_DIR
+from facedet.process.stage_args import stage_parser
 from facedet.train.determinism import pin_determinism
 
 PARSER = stage_parser("train", __doc__, configs_dir=CONFIGS_DIR, tfrecord_dir=TFRECORD_DIR, model_dir=MODEL_DIR,

@@ -368,8 +368,8 @@ def _cwd(pid: str) -> Path | None:
 
 def test_fetch_checks_free_space_before_a_download(tmp_path, monkeypatch):
     from facedet.data.download import Downloader, Pin
-    from facedet.pipeline import disk
-    from facedet.pipeline.disk import DiskFullError
+    from facedet.process import disk
+    from facedet.process.disk import DiskFullError
 
     source = tmp_path / "mirror" / "WIDER_val.zip"
     source.parent.mkdir()
@@ -388,7 +388,7 @@ def test_a_disk_full_during_a_download_removes_the_part_file_and_says_so(tmp_pat
     source = tmp_path / "WIDER_val.zip"
     source.write_bytes(os.urandom(400_000))
     disk_dir = tmp_path / "downloads"
-    code = ("from facedet.data.download import download_file; from facedet.pipeline.disk import DiskFullError\n"
+    code = ("from facedet.data.download import download_file; from facedet.process.disk import DiskFullError\n"
             "try:\n"
             f"    download_file('WIDER_val.zip', ['{source.as_uri()}'], '{disk_dir}', retries=1, progress=False)\n"
             "except DiskFullError as err:\n"

@@ -13,7 +13,7 @@ import pytest
 
 from facedet.model.anchors import DetectorConfig, anchor_boxes, layer_box_shapes, load_preset
 from facedet.model.ssd import BackboneWeightsError, at_input_size, build_detector, load_detector
-from facedet.pipeline.paths import CONFIGS_DIR
+from facedet.process.paths import CONFIGS_DIR
 from facedet.train.save import save_detector
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from facedet.params.loader import parse_params, read_params_file
-from facedet.pipeline.hashing import sha256_of
+from facedet.process.hashing import sha256_of
 from facedet.runtime.tflite_detector import TFLiteDetector, read_export_manifest
 
 REPO = Path(__file__).resolve().parents[1]

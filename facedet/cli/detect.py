@@ -219,7 +219,7 @@ def write_wider(detector: Detector, guard: OutputGuard, images: list[Path], root
                 report: Callable[[ValueError], None], labels: dict[Path, str]) -> None:
     """OUT/<event>/<stem>.txt per image (facedet.evaluate.submission's format), each written atomically."""
     from facedet.evaluate.submission import format_prediction_file
-    from facedet.pipeline.atomic import write_text_atomic
+    from facedet.process.atomic import write_text_atomic
 
     names = {image: Path("images", image.stem) if image in labels else wider_name(image, root) for image in images}
     guard.check(name.with_suffix(".txt") for name in names.values())
@@ -242,7 +242,7 @@ def write_coco(detector: Detector, guard: OutputGuard, images: list[Path], root:
 
     from facedet.data.wider_gt import eval_key
     from facedet.evaluate.coco_eval import coco_detections, coco_ground_truth
-    from facedet.pipeline.atomic import write_text_atomic
+    from facedet.process.atomic import write_text_atomic
 
     guard.check([Path(COCO_RESULTS), Path(COCO_IMAGES)])
     found, detections = [], {}

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.pipeline.disk import DiskFullError, human, is_disk_full, require_free_space
-from facedet.pipeline.hashing import CHUNK, sha256_of
+from facedet.process.atomic import write_text_atomic
+from facedet.process.disk import DiskFullError, human, is_disk_full, require_free_space
+from facedet.process.hashing import CHUNK, sha256_of
 
 
 class Pin(NamedTuple):

@@ -41,8 +41,8 @@ from facedet.data.wider_archive import (
 )
 from facedet.data.wider_gt import WiderRecord, format_gt_txt
 from facedet.params.sections import ExtraSource
-from facedet.pipeline.hashing import sha256_of
-from facedet.pipeline.paths import EXTRA_DIR
+from facedet.process.hashing import sha256_of
+from facedet.process.paths import EXTRA_DIR
 
 
 @dataclass

@@ -31,7 +31,7 @@ from facedet.data.images import CONVERTIBLE_MODES, ImageError, read_header
 from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import FACE_COLUMNS, WiderRecord
 from facedet.params.sections import FilterParams
-from facedet.pipeline.lifetime import die_with_parent
+from facedet.process.lifetime import die_with_parent
 
 SUPPORTED_MODES = CONVERTIBLE_MODES  # what the shard stage can store as RGB
 # reasons, in the order they are checked (a face/image is counted under the first that applies)

@@ -28,9 +28,9 @@ from PIL import Image
 from facedet.data.images import TRANSPOSED, open_image, orientation, to_rgb, upright
 from facedet.model.boxes import pixel_xywh_to_corners
 from facedet.params.sections import ShardParams
-from facedet.pipeline.atomic import remove_stale_temps
-from facedet.pipeline.disk import translate_disk_full
-from facedet.pipeline.lifetime import die_with_parent
+from facedet.process.atomic import remove_stale_temps
+from facedet.process.disk import translate_disk_full
+from facedet.process.lifetime import die_with_parent
 
 FACE_LABEL = 1
 FACE_TEXT = b"face"

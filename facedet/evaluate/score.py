@@ -26,7 +26,7 @@ from facedet.evaluate import plots
 from facedet.evaluate.coco_eval import coco_metrics
 from facedet.evaluate.submission import write_predictions
 from facedet.evaluate.wider_eval import evaluate_matches, match_predictions, recall_by_face_size
-from facedet.pipeline.atomic import write_text_atomic
+from facedet.process.atomic import write_text_atomic
 from facedet.runtime.detector import Detector
 
 RECALL_SCORE_THRESHOLD = 0.5  # the operating point of the recall-by-face-size chart

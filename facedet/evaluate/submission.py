@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facedet.pipeline.atomic import atomic_path
+from facedet.process.atomic import atomic_path
 from facedet.runtime.detector import sort_by_score
 
 COORD_FORMAT = "{:.2f}"

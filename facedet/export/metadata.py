@@ -30,7 +30,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from facedet.model.anchors import DetectorConfig
-from facedet.pipeline.atomic import atomic_path
+from facedet.process.atomic import atomic_path
 from facedet.runtime.tflite_detector import POSTPROCESS_OP, PostProcessParams
 
 LABEL_FILE = "labels.txt"

@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 
 from facedet.model.boxes import SCALE_FACTORS, corners_to_centre
-from facedet.pipeline.atomic import atomic_path
+from facedet.process.atomic import atomic_path
 from facedet.runtime.detector import fit_to_input
 from facedet.runtime.tflite_detector import (
     OUTPUT_NAMES,

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from facedet.params.loader import ParamsError, build, field_range
-from facedet.pipeline.paths import CONFIGS_DIR
+from facedet.process.paths import CONFIGS_DIR
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_di
     `root`, nor over a file in `out_dir` that detect did not write (facedet.runtime.output_guard):
     ValueError before any output.
     """
-    from facedet.pipeline.atomic import atomic_path, write_text_atomic
+    from facedet.process.atomic import atomic_path, write_text_atomic
 
     images = [Path(p) for p in images]
     root = Path(root) if root is not None else None
@@ -186,7 +186,7 @@ def detect_video(detector: Detector, video: Path, guard: OutputGuard, name: Path
     Raises ValueError (one line) when the file is not a readable video or holds no frame."""
     import cv2
 
-    from facedet.pipeline.atomic import atomic_path
+    from facedet.process.atomic import atomic_path
 
     capture, writer = cv2.VideoCapture(str(video)), None
     try:

@@ -32,8 +32,8 @@ from facedet.model.backbone_weights import backbone_weights_record
 from facedet.model.losses import detection_loss
 from facedet.model.ssd import build_detector
 from facedet.params.sections import LossConfig, TrainParams
-from facedet.pipeline.disk import require_free_space
-from facedet.pipeline.paths import LIVE_DIR
+from facedet.process.disk import require_free_space
+from facedet.process.paths import LIVE_DIR
 from facedet.train.checkpoints import recipe, restore
 from facedet.train.curves import LIVE_SNAPSHOT, log_metrics, open_live, snapshot_live
 from facedet.train.determinism import is_pinned

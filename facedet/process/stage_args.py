@@ -1,5 +1,5 @@
 """Every stage's command line: `python -m stages.<name> --help` prints the stage's docstring, and the
-params file and each path the stage reads or writes are flags, defaulting to facedet.pipeline.paths."""
+params file and each path the stage reads or writes are flags, defaulting to facedet.process.paths."""
 
 from __future__ import annotations
 

@@ -36,8 +36,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from facedet.data.filtering import FilteredImage, image_workers, inspect_image, inspect_images  # noqa: E402
-from facedet.data.wider_archive import WiderArchive, image_member, repack_stored  # noqa: E402
+from facedet.data.wider_archive import WiderArchive, image_member  # noqa: E402
 from facedet.data.wider_gt import parse_gt_txt  # noqa: E402
+from facedet.process.zips import repack_stored  # noqa: E402
 
 from synthetic_wider import full_size_gt_txt  # noqa: E402
 

@@ -21,6 +21,7 @@ from facedet.process.disk import exit_on_disk_full
 from facedet.process.lifetime import die_with_parent
 from facedet.process.paths import EXTRA_DIR
 from facedet.process.stage_args import stage_parser
+from facedet.process.zips import UnsafeMemberError
 
 PARSER = stage_parser("extra_train", __doc__, extra_dir=EXTRA_DIR)
 PARSER.add_argument("name", help="the source's key under data.extra_train in params.yaml")
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.name not in params.extra_train:
             raise ParamsError(f"params.yaml: no source 'data.extra_train.{args.name}' "
                               f"(sources: {', '.join(params.extra_train) or 'none'})")
-    with exit_on_bad_params(stage, AnnotationError, WiderFormatError), exit_on_disk_full(stage, args.extra_dir):
+    with exit_on_bad_params(stage, AnnotationError, WiderFormatError, UnsafeMemberError), exit_on_disk_full(stage, args.extra_dir):
         extra_train(args.name, params, args.extra_dir)
 
 

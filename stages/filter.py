@@ -20,6 +20,7 @@ from facedet.process.disk import exit_on_disk_full
 from facedet.process.lifetime import die_with_parent
 from facedet.process.paths import FACE_SIZES, FILTER_METRICS, INTERIM_DIR, RAW_DIR
 from facedet.process.stage_args import stage_parser
+from facedet.process.zips import UnsafeMemberError
 
 PARSER = stage_parser("filter", __doc__, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR, filter_metrics=FILTER_METRICS,
                       face_sizes=FACE_SIZES)
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     die_with_parent()
     with exit_on_bad_params("filter"):
         params = load_section("filter", FilterParams, args.params)
-    with exit_on_bad_params("filter", WiderFormatError, FileNotFoundError, EmptySplitError), \
+    with exit_on_bad_params("filter", WiderFormatError, UnsafeMemberError, FileNotFoundError, EmptySplitError), \
             exit_on_disk_full("filter", args.interim_dir):
         filter_data(params, args.raw_dir, args.interim_dir, args.filter_metrics, args.face_sizes)
 

@@ -19,6 +19,7 @@ from facedet.process.disk import exit_on_disk_full, require_free_space
 from facedet.process.lifetime import die_with_parent
 from facedet.process.paths import INTERIM_DIR, RAW_DIR, TFRECORD_DIR
 from facedet.process.stage_args import stage_parser
+from facedet.process.zips import UnsafeMemberError
 
 PARSER = stage_parser("shard", __doc__, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR, tfrecord_dir=TFRECORD_DIR)
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         params = load_section("shard", ShardParams, args.params)
     from facedet.data.tfrecords import ShardCheckError  # TF: not for --help or a params error
 
-    with exit_on_bad_params("shard", FileNotFoundError, WiderFormatError, ShardCheckError), \
+    with exit_on_bad_params("shard", FileNotFoundError, WiderFormatError, UnsafeMemberError, ShardCheckError), \
             exit_on_disk_full("shard", args.tfrecord_dir):
         shard(params, args.raw_dir, args.interim_dir, args.tfrecord_dir)
 

@@ -45,11 +45,11 @@ from facedet.data.wider_archive import (
     IMAGES_ZIP,
     SPLIT_ZIP,
     image_member,
-    zip_bytes,
 )
 from facedet.data.wider_gt import WiderRecord, format_gt_txt
 from facedet.data.wider_mat import eval_images_of, eval_mat_bytes
 from facedet.params.sections import SyntheticParams
+from facedet.process.zips import zip_bytes
 
 # (event folder, file-name words) like the real WIDER events
 EVENTS = (

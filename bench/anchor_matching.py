@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tfrecords", type=Path, default=ROOT / "data/tfrecords")
     parser.add_argument("--images", type=int, default=400, help="training examples drawn per recipe")
     args = parser.parse_args(argv)
-    from facedet.data.tfrecords import list_shards
+    from facedet.data.tfrecord_schema import list_shards
 
     files = list_shards(args.tfrecords, "train")
     if not files:

@@ -117,7 +117,7 @@ def main(argv=None) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     import keras
 
-    from facedet.data.tfrecords import list_shards
+    from facedet.data.tfrecord_schema import list_shards
     from facedet.model.anchors import anchor_boxes, load_preset
     from facedet.model.losses import detection_loss
     from facedet.params.loader import load_section

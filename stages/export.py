@@ -40,7 +40,7 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     import keras
 
     from facedet import __version__
-    from facedet.data.tfrecords import list_shards
+    from facedet.data.tfrecord_schema import list_shards
     from facedet.export.metadata import metadata_description, write_detector_metadata, writer_unavailable_reason
     from facedet.export.tflite import export_tflite, representative_images, require_memory, verify_tflite
     from facedet.model.anchors import DetectorConfig, anchor_boxes

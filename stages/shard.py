@@ -25,7 +25,8 @@ PARSER = stage_parser("shard", __doc__, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR
 
 
 def shard(params: ShardParams, raw_dir: Path, interim_dir: Path, tfrecord_dir: Path) -> None:
-    from facedet.data.tfrecords import ExampleEncoder, ShardCheckError, check_shards, label_map_text, write_shards
+    from facedet.data.tfrecord_schema import label_map_text
+    from facedet.data.tfrecord_writer import ExampleEncoder, ShardCheckError, check_shards, write_shards
 
     start = time.monotonic()
     archive = WiderArchive(raw_dir)
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     die_with_parent()
     with exit_on_bad_params("shard"):
         params = load_section("shard", ShardParams, args.params)
-    from facedet.data.tfrecords import ShardCheckError  # TF: not for --help or a params error
+    from facedet.data.tfrecord_writer import ShardCheckError  # TF: not for --help or a params error
 
     with exit_on_bad_params("shard", FileNotFoundError, WiderFormatError, UnsafeMemberError, ShardCheckError), \
             exit_on_disk_full("shard", args.tfrecord_dir):

@@ -35,7 +35,7 @@ def pin_if_deterministic(params_file: Path) -> None:
 
 def train(params: TrainParams, config: DetectorConfig, tfrecord_dir: Path, model_dir: Path, checkpoint_dir: Path,
           live_dir: Path) -> None:
-    from facedet.data.tfrecords import list_shards
+    from facedet.data.tfrecord_schema import list_shards
     from facedet.train.loop import train as train_detector
 
     train_files = list_shards(tfrecord_dir, "train")
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         model = load_section("model", ModelParams, args.params)
         params = load_section("train", TrainParams, args.params)
         config = load_preset(model.preset, args.configs_dir)
-    from facedet.data.tfrecords import CorruptShardError  # TF: not for --help or a params error
+    from facedet.data.tfrecord_schema import CorruptShardError  # TF: not for --help or a params error
     from facedet.model.ssd import BackboneWeightsError
 
     with exit_on_bad_params("train", BackboneWeightsError, FloatingPointError, FileNotFoundError, CorruptShardError), \

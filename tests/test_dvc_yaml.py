@@ -63,6 +63,14 @@ def test_the_model_card_does_not_rerun_when_the_data_code_changes():
     assert not {d for d in card if d.startswith("facedet/data/")}, card
 
 
+def test_training_does_not_rerun_when_the_wider_parsers_change():
+    """Train reads the TFRecord format (facedet.data.tfrecord_schema), never the WIDER files nor the code
+    that writes the shards: an edit to the gt txt parser, the .mat reader, the archives or the image
+    encoder re-runs fetch to shard (each with the same data md5s), not a 45-minute training."""
+    train = {d for d in stages()["train"]["deps"] if d.startswith("facedet/data/")}
+    assert train == {"facedet/data/tfrecord_schema.py"}, train
+
+
 def test_each_stage_reads_only_its_own_params_section():
     sections = {name: stage.get("params", []) for name, stage in stages().items()}
     card = sections.pop("model_card")  # the card records every param, so it reads them all

@@ -176,7 +176,7 @@ def test_a_jpeg_corrupt_in_its_middle_is_dropped_named_and_never_reaches_trainin
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     import tensorflow as tf
 
-    from facedet.data.tfrecords import list_shards
+    from facedet.data.tfrecord_schema import list_shards
     from facedet.train.input import decode_example
 
     stored = {}
@@ -662,7 +662,7 @@ def shard_example(image: str, data: bytes, gt_rows: np.ndarray) -> tuple[np.ndar
     import tensorflow as tf
 
     from facedet.data.filtering import FilteredImage, filter_faces, inspect_image, reencode_reason
-    from facedet.data.tfrecords import ExampleEncoder
+    from facedet.data.tfrecord_writer import ExampleEncoder
     from facedet.params.sections import FilterParams
     from facedet.train.input import decode_example
 
@@ -719,7 +719,7 @@ def test_a_phone_photo_with_exif_orientation_keeps_its_face_where_it_was_annotat
 
 
 def test_a_photo_without_exif_rotation_is_stored_untouched():
-    from facedet.data.tfrecords import image_for_shard
+    from facedet.data.tfrecord_writer import image_for_shard
 
     plain = jpeg_bytes(np.full((40, 60, 3), 90, np.uint8))
     assert image_for_shard(plain, 60, 40, "RGB", "JPEG").data == plain  # so its data hashes stay the same

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
-from facedet.data.tfrecords import list_shards
+from facedet.data.tfrecord_schema import list_shards
 from facedet.model.anchors import DetectorConfig, anchor_boxes, level_anchor_counts
 from facedet.model.losses import assign_targets_atss
 from facedet.params.sections import AugmentConfig

@@ -299,7 +299,7 @@ def test_a_checkpoint_that_does_not_load_is_set_aside_and_training_resumes_from_
 
 
 def test_a_corrupt_shard_is_named_before_any_checkpoint_is_touched(tmp_path):
-    from facedet.data.tfrecords import CorruptShardError
+    from facedet.data.tfrecord_schema import CorruptShardError
 
     files = write_face_records(tmp_path, images=8)
     ckpt = tmp_path / "checkpoints"

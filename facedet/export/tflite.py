@@ -355,7 +355,7 @@ def representative_images(tfrecord_paths: Iterable[str | os.PathLike], count: in
     """
     import tensorflow as tf
 
-    from facedet.data.tfrecords import parse_example
+    from facedet.data.tfrecord_schema import parse_example
 
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     paths = sorted(str(p) for p in tfrecord_paths)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from facedet.data.tfrecords import parse_example
+from facedet.data.tfrecord_schema import parse_example
 from facedet.model.losses import assign_targets, assign_targets_atss
 from facedet.model.ssd import resize_for_model
 from facedet.params.sections import AugmentConfig, TrainParams

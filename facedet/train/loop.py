@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from facedet.data.tfrecords import check_records_readable
+from facedet.data.tfrecord_schema import check_records_readable
 from facedet.model.anchors import DetectorConfig, anchor_boxes, level_anchor_counts
 from facedet.model.backbone_weights import backbone_weights_record
 from facedet.model.losses import detection_loss

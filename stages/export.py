@@ -18,13 +18,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import ExportParams
 from facedet.process.atomic import atomic_path
-from facedet.process.disk import exit_on_disk_full, require_free_space
-from facedet.process.lifetime import die_with_parent
+from facedet.process.disk import require_free_space
 from facedet.process.paths import EXPORT_DIR, MODEL_DIR, TFRECORD_DIR
-from facedet.process.stage_args import stage_parser
+from facedet.process.stage_runner import run_stage, section, stage_parser
 
 LABELS = ["face"]  # 0-based class ids of the TFLite outputs
 PARSER = stage_parser("export", __doc__, model_dir=MODEL_DIR, tfrecord_dir=TFRECORD_DIR, export_dir=EXPORT_DIR)
@@ -36,7 +34,7 @@ def variant_name(quantize: str, input_size: int, trained_size: int) -> str:
     return quantize if input_size == trained_size else f"{quantize}_{input_size}"
 
 
-def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: Path) -> None:
+def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, export_dir: Path) -> None:
     import keras
 
     from facedet import __version__
@@ -47,19 +45,20 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
     from facedet.model.ssd import at_input_size
     from facedet.runtime.tflite_detector import EXPORT_MANIFEST
 
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if reason := writer_unavailable_reason():  # fail before minutes of conversion, not after
         raise SystemExit(f"export: {reason}")
     trained = DetectorConfig.from_json(model_dir / "detector.json")
     # per input size two .tflite files (int8 ~1/4, float ~1x the weights) and the converter's SavedModel (~1x)
     sizes = list(dict.fromkeys([trained.input_size, *params.input_sizes]))
     require_memory(sizes, params.representative_images)  # before minutes of conversion
-    require_free_space(out_dir, 3 * len(sizes) * (model_dir / "model.keras").stat().st_size, "the exported models")
+    require_free_space(export_dir, 3 * len(sizes) * (model_dir / "model.keras").stat().st_size, "the exported models")
     trained_model = keras.models.load_model(model_dir / "model.keras", compile=False)
     shards = list_shards(tfrecord_dir, "train")
     if not shards:
         raise FileNotFoundError(f"no {tfrecord_dir}/train.record-* shards (run the shard stage)")
     manifest = []
-    with atomic_path(out_dir, is_dir=True) as tmp:
+    with atomic_path(export_dir, is_dir=True) as tmp:
         for size in sizes:
             model, config = at_input_size(trained_model, trained, size)
             images = list(tqdm(representative_images(shards, params.representative_images, size, config.resize),
@@ -74,20 +73,14 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, out_dir: P
                 verify_tflite(path, quantize, images[:2], keras_model=model, score_threshold=params.score_threshold)
                 manifest.append({"file": name, "variant": variant, "quantize": quantize, "input_size": size, "resize": config.resize,
                                  "trained_input_size": trained.input_size})
-                tqdm.write(f"{out_dir / path.name}: {path.stat().st_size / 1024:.0f} KiB")
+                tqdm.write(f"{export_dir / path.name}: {path.stat().st_size / 1024:.0f} KiB")
         (tmp / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
         (tmp / EXPORT_MANIFEST).write_text(json.dumps({"models": manifest}, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = PARSER.parse_args(argv)
-    die_with_parent()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with exit_on_bad_params("export"):
-        params = load_section("export", ExportParams, args.params)
-    with exit_on_bad_params("export", FileNotFoundError, ValueError), \
-            exit_on_disk_full("export", args.export_dir):
-        export(params, args.model_dir, args.tfrecord_dir, args.export_dir)
+    run_stage(export, PARSER, argv, section("export", ExportParams), errors=(FileNotFoundError, ValueError),
+              writes="export_dir")
 
 
 if __name__ == "__main__":

@@ -25,13 +25,10 @@ from facedet.data.sources import write_sources_json
 from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.wider_fetch import fetch_widerface
 from facedet.data.wider_gt import WiderFormatError
-from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import DataParams
 from facedet.process.atomic import atomic_path
-from facedet.process.disk import exit_on_disk_full
-from facedet.process.lifetime import die_with_parent
 from facedet.process.paths import DOWNLOAD_DIR, EXTRA_DIR, RAW_DIR, WIDERFACE_LOCK
-from facedet.process.stage_args import stage_parser
+from facedet.process.stage_runner import run_stage, section, stage_parser
 
 PARSER = stage_parser("fetch", __doc__, raw_dir=RAW_DIR, extra_dir=EXTRA_DIR, download_dir=DOWNLOAD_DIR,
                       widerface_lock=WIDERFACE_LOCK)
@@ -67,13 +64,8 @@ def fetch(params: DataParams, raw_dir: Path, extra_dir: Path, download_dir: Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = PARSER.parse_args(argv)
-    die_with_parent()
-    with exit_on_bad_params("fetch"):
-        params = load_section("data", DataParams, args.params)
-    with exit_on_bad_params("fetch", DownloadError, WiderFormatError, ValueError), \
-            exit_on_disk_full("fetch", args.raw_dir):
-        fetch(params, args.raw_dir, args.extra_dir, args.download_dir, args.widerface_lock)
+    run_stage(fetch, PARSER, argv, section("data", DataParams), errors=(DownloadError, WiderFormatError, ValueError),
+              writes="raw_dir")
 
 
 if __name__ == "__main__":

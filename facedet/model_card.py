@@ -42,6 +42,7 @@ from facedet.process.atomic import write_text_atomic
 from facedet.process.hashing import sha256_of
 from facedet.process.paths import CONFIGS_DIR, MODEL_DIR, RAW_DIR, TFRECORD_DIR
 from facedet.runtime.detector import RECOMMENDED_SCORE_THRESHOLD
+from facedet.runtime.export_manifest import gap_name, resize_of, split_variant, variant_name
 
 DATA_OUTS = (str(RAW_DIR), str(TFRECORD_DIR))  # as dvc.lock names them
 PIPELINE_PRODUCTS = ("dvc.lock", "reports/", "dvclive/", "models/model_card.")  # rewritten by `dvc repro`: not "dirty code"
@@ -146,10 +147,10 @@ def median_invoke_ms(model_path: str | os.PathLike, num_threads: int = 1, runs: 
 def tflite_facts(model_path: str | os.PathLike, latency_runs: int = 50) -> dict[str, Any]:
     """Size, hash, input, outputs, packed metadata and 1-thread latency of an exported detector."""
     from facedet.export.metadata import MetadataWriterUnavailable, read_detector_metadata
-    from facedet.runtime.tflite_detector import load_interpreter, manifest_entry
+    from facedet.runtime.tflite_detector import load_interpreter
 
     path = Path(model_path)
-    resize = (manifest_entry(path) or {}).get("resize", "stretch")
+    resize = resize_of(path)
     interpreter, outputs = load_interpreter(path)
     (inp,) = interpreter.get_input_details()
     try:
@@ -192,10 +193,14 @@ def machine_description() -> str:
 
 def best_int8(tflite_metrics: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """The metrics of the shipped int8 file (any export size) with the highest WIDER Medium AP."""
-    scored = [m for variant, m in (tflite_metrics or {}).items()
-              if variant.startswith("int8") and "minus" not in variant and isinstance(m, Mapping)
-              and m.get("wider_medium_ap") is not None]
+    scored = [m for m in _int8_metrics(tflite_metrics or {}).values()
+              if isinstance(m, Mapping) and m.get("wider_medium_ap") is not None]
     return max(scored, key=lambda m: m["wider_medium_ap"], default=None)
+
+
+def _int8_metrics(tflite_metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics of each int8 file ('int8', 'int8_640' ...) among the evaluate_tflite metrics, in order."""
+    return {variant: m for variant, m in tflite_metrics.items() if (split_variant(variant) or ("",))[0] == "int8"}
 
 
 def verdict(source: str, shipped: Mapping[str, Any] | None) -> str:
@@ -332,15 +337,13 @@ def _metrics_table(card: Mapping[str, Any]) -> list[str]:
     tflite = card["metrics"].get("tflite") or {}
     keras_size = keras_metrics.get("input_size")
     columns = [(f"Keras float{f' at {keras_size}' if keras_size else ''}", keras_metrics)]
-    # Per export size ('' = the trained size, then '_640' ...): float, int8 (shipped), int8 - float.
-    suffixes = dict.fromkeys(v[len("int8"):] for v in tflite if v.startswith("int8") and
-                             not v.startswith("int8_minus_float"))
-    for suffix in suffixes:
-        for name, variant in (("TFLite float", f"float{suffix}"), ("TFLite int8 (shipped)", f"int8{suffix}")):
+    # Per export size (None = the trained size, then 640 ...): float, int8 (shipped), int8 - float.
+    for size in (split_variant(variant)[1] for variant in _int8_metrics(tflite)):
+        for name, quantize in (("TFLite float", "float"), ("TFLite int8 (shipped)", "int8")):
+            variant = variant_name(quantize, size)
             metrics = tflite.get(variant) or {}
             columns.append((f"{name} `{metrics['file']}`" if "file" in metrics else name, metrics))
-        columns.append((f"int8 - float{f' at {suffix[1:]}' if suffix else ''}",
-                        tflite.get(f"int8_minus_float{suffix}") or {}))
+        columns.append((f"int8 - float{f' at {size}' if size else ''}", tflite.get(gap_name(size)) or {}))
     names = list(dict.fromkeys(k for _, m in columns for k in m if k not in ("file", "resize")))
     if not names:
         return ["No metrics yet (run the evaluate and evaluate_tflite stages)."]
@@ -365,7 +368,7 @@ def _real_photo_lines(card: Mapping[str, Any]) -> list[str]:
         return ["No real-photo figures: this run's val split is synthetic. A model trained and scored on real "
                 "photos has them in its own card (the released model: `models/release/model_card.md`)."]
     tflite = card["metrics"].get("tflite") or {}
-    rows = [(variant, m) for variant, m in tflite.items() if variant.startswith("int8") and "minus" not in variant]
+    rows = list(_int8_metrics(tflite).items())
     if not rows:
         return ["Not scored yet (run the evaluate_tflite stage)."]
     return ["WIDER FACE val photos of this run (official protocol, official Easy / Medium / Hard lists when the "

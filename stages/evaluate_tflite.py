@@ -29,20 +29,20 @@ PARSER = stage_parser("evaluate_tflite", __doc__, export_dir=EXPORT_DIR, raw_dir
 
 def evaluate_tflite(params: EvaluateParams, export_dir: Path, raw_dir: Path, interim_dir: Path,
                     evaluate_tflite_dir: Path) -> dict[str, dict[str, float]]:
-    from facedet.runtime.tflite_detector import TFLiteDetector, read_export_manifest
+    from facedet.runtime.export_manifest import read_manifest
+    from facedet.runtime.tflite_detector import TFLiteDetector
 
-    entries = read_export_manifest(export_dir)
+    exported = read_manifest(export_dir)
     archive, coco_images = WiderArchive(raw_dir), load_filtered(interim_dir, "val")
     metrics: dict[str, dict] = {}
     (evaluate_tflite_dir / "sizes").mkdir(parents=True, exist_ok=True)  # a declared output, empty with one export size
-    for entry in entries:
-        variant = entry["variant"]
-        detector = TFLiteDetector(export_dir / entry["file"], resize=entry["resize"])
-        out_dir = evaluate_tflite_dir / variant if variant in ("int8", "float") else evaluate_tflite_dir / "sizes" / variant
-        metrics[variant] = evaluate_detector(
+    for model in exported:
+        detector = TFLiteDetector(export_dir / model.file, resize=model.resize)
+        out_dir = evaluate_tflite_dir / ("" if model.at_trained_size else "sizes") / model.variant
+        metrics[model.variant] = evaluate_detector(
             detector, archive, coco_images, out_dir,
-            images_to_draw=params.images_to_draw, desc=f"evaluate ({entry['file']})",
-            extra_metrics={"input_size": entry["input_size"]}) | {"file": entry["file"], "resize": entry["resize"]}
+            images_to_draw=params.images_to_draw, desc=f"evaluate ({model.file})",
+            extra_metrics={"input_size": model.input_size}) | {"file": model.file, "resize": model.resize}
     metrics |= int8_minus_float(metrics)
     write_text_atomic(evaluate_tflite_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))

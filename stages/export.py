@@ -12,7 +12,6 @@ evaluate_tflite stage read.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -28,12 +27,6 @@ LABELS = ["face"]  # 0-based class ids of the TFLite outputs
 PARSER = stage_parser("export", __doc__, model_dir=MODEL_DIR, tfrecord_dir=TFRECORD_DIR, export_dir=EXPORT_DIR)
 
 
-def variant_name(quantize: str, input_size: int, trained_size: int) -> str:
-    """'int8' / 'float' at the trained input size (the phone model), 'int8_640' etc. at the others;
-    the file is face_detector_<variant>.tflite."""
-    return quantize if input_size == trained_size else f"{quantize}_{input_size}"
-
-
 def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, export_dir: Path) -> None:
     import keras
 
@@ -43,7 +36,7 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, export_dir
     from facedet.export.tflite import export_tflite, representative_images, require_memory, verify_tflite
     from facedet.model.anchors import DetectorConfig, anchor_boxes
     from facedet.model.ssd import at_input_size
-    from facedet.runtime.tflite_detector import EXPORT_MANIFEST
+    from facedet.runtime.export_manifest import ExportedModel, write_manifest
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if reason := writer_unavailable_reason():  # fail before minutes of conversion, not after
@@ -64,18 +57,16 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, export_dir
             images = list(tqdm(representative_images(shards, params.representative_images, size, config.resize),
                                total=params.representative_images, desc=f"calibration images at {size}", unit="img"))
             for quantize in tqdm(("int8", "float"), desc=f"convert at {size}", unit="model"):
-                variant = variant_name(quantize, size, trained.input_size)
-                name = f"face_detector_{variant}.tflite"
-                path = export_tflite(model, anchor_boxes(config), images, tmp / name, params, quantize)
+                exported = ExportedModel.at(quantize, size, trained.input_size, config.resize)
+                path = export_tflite(model, anchor_boxes(config), images, tmp / exported.file, params, quantize)
                 write_detector_metadata(path, LABELS, name=f"facedet face detector ({quantize}, {size}x{size})",
                                         version=__version__, author="facedet",
                                         description=metadata_description(config, params, quantize))
                 verify_tflite(path, quantize, images[:2], keras_model=model, score_threshold=params.score_threshold)
-                manifest.append({"file": name, "variant": variant, "quantize": quantize, "input_size": size, "resize": config.resize,
-                                 "trained_input_size": trained.input_size})
+                manifest.append(exported)
                 tqdm.write(f"{export_dir / path.name}: {path.stat().st_size / 1024:.0f} KiB")
         (tmp / "labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
-        (tmp / EXPORT_MANIFEST).write_text(json.dumps({"models": manifest}, indent=2) + "\n", encoding="utf-8")
+        write_manifest(tmp, manifest)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,7 @@ from facedet.process.paths import (
     MODEL_METRICS,
 )
 from facedet.process.stage_runner import run_stage, stage_parser
-from facedet.runtime.tflite_detector import read_export_manifest
+from facedet.runtime.export_manifest import read_manifest
 
 PARSER = stage_parser("model_card", __doc__, export_dir=EXPORT_DIR, model_dir=MODEL_DIR, configs_dir=CONFIGS_DIR,
                       evaluate_dir=EVALUATE_DIR, evaluate_tflite_dir=EVALUATE_TFLITE_DIR,
@@ -46,7 +46,7 @@ def model_card(params: Path, export_dir: Path, model_dir: Path, configs_dir: Pat
                latency_runs: int) -> dict:
     """Write the card, reports/model.json and reports/metrics.json (`params`: the params file); return the card."""
     inputs = load_inputs(params, model_dir, configs_dir)
-    files = {e["variant"]: export_dir / e["file"] for e in read_export_manifest(export_dir)}
+    files = {model.variant: export_dir / model.file for model in read_manifest(export_dir)}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} missing (run the export stage)")

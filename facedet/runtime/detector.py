@@ -26,6 +26,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from facedet.model.boxes import clip_pixel_xyxy, corners_to_pixel_xyxy, pixel_xyxy_to_xywh
+
 RESIZE_MODES = ("stretch", "letterbox")
 # The score from which a detection is shown to a user: `facedet detect`'s default and the threshold the
 # model card recommends (the evaluation keeps far lower scores, params.yaml `evaluate.score_threshold`,
@@ -152,9 +154,6 @@ def boxes_to_photo_xywh(boxes: np.ndarray, scores: np.ndarray, photo_size: tuple
     """Normalised `[ymin, xmin, ymax, xmax]` (K, 4) on the model input + scores (K,) -> float32 (K, 5)
     pixel `x, y, w, h, score` in the photo (clipped to it, empty boxes dropped), score-descending.
     extent: from `fit_to_input`."""
-    height, width = photo_size
-    ext_h, ext_w = extent
-    y1, y2 = np.clip(boxes[:, 0] * ext_h, 0, height), np.clip(boxes[:, 2] * ext_h, 0, height)
-    x1, x2 = np.clip(boxes[:, 1] * ext_w, 0, width), np.clip(boxes[:, 3] * ext_w, 0, width)
-    dets = np.stack([x1, y1, x2 - x1, y2 - y1, scores], axis=1).astype(np.float32).reshape(-1, 5)
+    xyxy = clip_pixel_xyxy(corners_to_pixel_xyxy(boxes, *extent), *photo_size)
+    dets = np.concatenate([pixel_xyxy_to_xywh(xyxy), scores[:, None]], axis=1).astype(np.float32).reshape(-1, 5)
     return sort_by_score(dets[(dets[:, 2] > 0) & (dets[:, 3] > 0)])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from facedet.data.tfrecord_schema import parse_example
+from facedet.model.boxes import corners_to_centre
 from facedet.model.losses import assign_targets, assign_targets_atss
 from facedet.model.ssd import resize_for_model
 from facedet.params.sections import AugmentConfig, TrainParams
@@ -45,9 +46,8 @@ def _random_crop(image, boxes, seed, cfg: AugmentConfig):
     y0, x0 = tf.cast(begin[0], tf.float32) / shape[0], tf.cast(begin[1], tf.float32) / shape[1]
     h, w = tf.cast(size[0], tf.float32) / shape[0], tf.cast(size[1], tf.float32) / shape[1]
     boxes = (boxes - tf.stack([y0, x0, y0, x0])) / tf.stack([h, w, h, w])
-    centre_y = (boxes[:, 0] + boxes[:, 2]) / 2
-    centre_x = (boxes[:, 1] + boxes[:, 3]) / 2
-    inside = (centre_y > 0) & (centre_y < 1) & (centre_x > 0) & (centre_x < 1)
+    centre = corners_to_centre(boxes)
+    inside = (centre[:, 0] > 0) & (centre[:, 0] < 1) & (centre[:, 1] > 0) & (centre[:, 1] < 1)
     boxes = tf.clip_by_value(tf.boolean_mask(boxes, inside), 0.0, 1.0)
     return tf.slice(image, begin, size), boxes
 

@@ -33,7 +33,8 @@ def match_stats(preset: str, augment: dict, positive_iou: float, negative_iou: f
     import numpy as np
     import tensorflow as tf
 
-    from facedet.model.anchors import anchor_boxes, load_preset
+    from facedet.model.anchors import anchor_boxes
+    from facedet.model.config import load_preset
     from facedet.model.boxes import pairwise_iou
     from facedet.model.losses import POSITIVE, assign_targets
     from facedet.params.sections import AugmentConfig

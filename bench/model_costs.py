@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
     args = parser.parse_args(argv)
 
-    from facedet.model.anchors import load_preset
+    from facedet.model.config import load_preset
     from facedet.params.loader import ParamsError
 
     try:

@@ -118,7 +118,8 @@ def main(argv=None) -> None:
     import keras
 
     from facedet.data.tfrecord_schema import list_shards
-    from facedet.model.anchors import anchor_boxes, load_preset
+    from facedet.model.anchors import anchor_boxes
+    from facedet.model.config import load_preset
     from facedet.model.losses import detection_loss
     from facedet.params.loader import load_section
     from facedet.params.sections import ModelParams, TrainParams

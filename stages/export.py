@@ -34,7 +34,8 @@ def export(params: ExportParams, model_dir: Path, tfrecord_dir: Path, export_dir
     from facedet.data.tfrecord_schema import list_shards
     from facedet.export.metadata import metadata_description, write_detector_metadata, writer_unavailable_reason
     from facedet.export.tflite import export_tflite, representative_images, require_memory, verify_tflite
-    from facedet.model.anchors import DetectorConfig, anchor_boxes
+    from facedet.model.anchors import anchor_boxes
+    from facedet.model.config import DetectorConfig
     from facedet.model.ssd import at_input_size
     from facedet.runtime.export_manifest import ExportedModel, write_manifest
 

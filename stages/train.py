@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facedet.model.anchors import DetectorConfig, load_preset
+from facedet.model.config import DetectorConfig, load_preset
 from facedet.params.loader import load_section, read_params_file
 from facedet.params.sections import ModelParams, TrainParams
 from facedet.process.paths import CHECKPOINT_DIR, CONFIGS_DIR, LIVE_DIR, MODEL_DIR, TFRECORD_DIR

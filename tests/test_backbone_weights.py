@@ -14,8 +14,8 @@ import keras
 import numpy as np
 import pytest
 
-from facedet.model.anchors import DetectorConfig, load_preset
 from facedet.model.backbone_weights import BackboneWeightsError, backbone_weights_record
+from facedet.model.config import DetectorConfig, load_preset
 from facedet.model.ssd import backbone_block, build_detector
 from facedet.process.hashing import sha256_of
 from facedet.train.save import save_detector

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from facedet.export.tflite import export_tflite
-from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.anchors import anchor_boxes
+from facedet.model.config import DetectorConfig
 from facedet.model.boxes import pairwise_iou, pixel_xywh_to_corners
 from facedet.model.ssd import BATCH_NORM_MOMENTUM, build_detector
 from facedet.params.sections import ExportParams

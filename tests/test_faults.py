@@ -268,7 +268,7 @@ def test_a_stalled_imagenet_download_fails_within_the_timeout_in_one_line(stalle
     from keras.src.applications import mobilenet_v2
     from keras.src.backend import config as keras_config
 
-    from facedet.model.anchors import DetectorConfig
+    from facedet.model.config import DetectorConfig
     from facedet.model.ssd import BackboneWeightsError, build_detector
 
     monkeypatch.setattr(mobilenet_v2, "BASE_WEIGHT_PATH", stalled_server + "/")
@@ -414,7 +414,7 @@ def test_shard_train_and_export_on_a_full_disk_name_the_path_and_the_space_neede
     result = on_tiny_disk(root / "models", 64, f"{sys.executable} -m stages.train", root)
     one_line_error(result, "train: error: models/checkpoints: training (checkpoints and model.keras) needs ", "free")
 
-    from facedet.model.anchors import DetectorConfig
+    from facedet.model.config import DetectorConfig
 
     model_dir = tmp_path / "detector"
     model_dir.mkdir()

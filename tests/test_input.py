@@ -11,7 +11,8 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 
 from facedet.data.tfrecord_schema import list_shards
-from facedet.model.anchors import DetectorConfig, anchor_boxes, level_anchor_counts
+from facedet.model.anchors import anchor_boxes, level_anchor_counts
+from facedet.model.config import DetectorConfig
 from facedet.model.losses import assign_targets_atss
 from facedet.params.sections import AugmentConfig
 from facedet.train.input import NO_AUGMENT, augment_and_resize, decode_example, make_dataset

@@ -20,8 +20,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.anchors import anchor_boxes
 from facedet.model.backbone_weights import BackboneWeightsError, load_backbone_weights
+from facedet.model.config import DetectorConfig
 from facedet.params.sections import TrainParams
 
 # MobileNetV2 layers read at each stride (the TF OD API's ssd_mobilenet_v2 taps, plus stride 8).

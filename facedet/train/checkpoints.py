@@ -11,8 +11,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from facedet.model.anchors import DetectorConfig
 from facedet.model.backbone_weights import backbone_weights_record
+from facedet.model.config import DetectorConfig
 from facedet.params.sections import TrainParams
 from facedet.process.atomic import write_text_atomic
 

@@ -27,8 +27,9 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from facedet.data.tfrecord_schema import check_records_readable
-from facedet.model.anchors import DetectorConfig, anchor_boxes, level_anchor_counts
+from facedet.model.anchors import anchor_boxes, level_anchor_counts
 from facedet.model.backbone_weights import backbone_weights_record
+from facedet.model.config import DetectorConfig
 from facedet.model.losses import detection_loss
 from facedet.model.ssd import build_detector
 from facedet.params.sections import LossConfig, TrainParams

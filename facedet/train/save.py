@@ -11,7 +11,7 @@ from pathlib import Path
 
 import keras
 
-from facedet.model.anchors import DetectorConfig
+from facedet.model.config import DetectorConfig
 from facedet.process.atomic import atomic_path
 from facedet.process.zips import stored_zip_writer
 

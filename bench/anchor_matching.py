@@ -37,12 +37,12 @@ def match_stats(preset: str, augment: dict, positive_iou: float, negative_iou: f
     from facedet.model.config import load_preset
     from facedet.model.boxes import pairwise_iou
     from facedet.model.losses import POSITIVE, assign_targets
-    from facedet.params.sections import AugmentConfig
+    from facedet.params.sections import AugmentParams
     from facedet.train.input import augment_example
 
     config = load_preset(preset, ROOT / "configs")
     anchors = tf.constant(anchor_boxes(config))
-    cfg = AugmentConfig(**augment)
+    cfg = AugmentParams(**augment)
     records = tf.data.TFRecordDataset(files).shuffle(4096, seed=0).repeat()
     seeds = tf.data.Dataset.random(seed=0).batch(2)
     examples = tf.data.Dataset.zip(records, seeds).map(

@@ -37,7 +37,6 @@ import yaml
 from facedet import __version__
 from facedet.params.loader import PARAMS_FILE, parse_params, read_params_file
 from facedet.params.recipes import resolve_auto
-from facedet.params.sections import SOURCE_ALIASES
 from facedet.process.atomic import write_text_atomic
 from facedet.process.hashing import sha256_of
 from facedet.process.paths import CONFIGS_DIR, MODEL_DIR, RAW_DIR, TFRECORD_DIR
@@ -290,7 +289,6 @@ def build_model_card(*, params: Mapping[str, Any], detector_config: Mapping[str,
     'int8_<size>', 'float_<size>' (other export sizes)."""
     resolution = resolve_auto(params)
     source = (params.get("data") or {}).get("source", "unknown")
-    source = SOURCE_ALIASES.get(source, source)
     code = git_lineage(repo)
     return {
         "verdict": verdict(source, best_int8(tflite_metrics)),

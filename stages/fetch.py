@@ -1,7 +1,6 @@
 """fetch: params `data` -> data/raw/ (WIDER_train.zip, WIDER_val.zip, wider_face_split.zip, eval_tools.zip).
 
-`data.source: synthetic` generates the synthetic dataset offline (`embedded`, its old name, still
-works); `widerface` downloads the real archives from the mirrors in `data.widerface` (verified by size
+`data.source: synthetic` generates the synthetic dataset offline; `widerface` downloads the real archives from the mirrors in `data.widerface` (verified by size
 and sha256; resumable partial files in data/downloads/, outside DVC). Files with no published checksum
 are pinned on first download in data/widerface.lock.json: commit that file. `local` reads a WIDERFace
 copy already on disk (`data.local.path`: the official archives or the same tree unpacked; see

@@ -32,7 +32,7 @@ from facedet.model.backbone_weights import backbone_weights_record
 from facedet.model.config import DetectorConfig
 from facedet.model.losses import detection_loss
 from facedet.model.ssd import build_detector
-from facedet.params.sections import LossConfig, TrainParams
+from facedet.params.sections import LossParams, TrainParams
 from facedet.process.disk import require_free_space
 from facedet.process.paths import LIVE_DIR
 from facedet.train.checkpoints import recipe, restore
@@ -188,7 +188,7 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
     return metrics
 
 
-def make_loss_function(model: keras.Model, loss_config: LossConfig, anchors: np.ndarray | None = None):
+def make_loss_function(model: keras.Model, loss_config: LossParams, anchors: np.ndarray | None = None):
     """A compiled `(images, targets) -> {'localization', 'classification', 'total'}` in inference mode
     (anchors: float32 (A, 4) `[ymin, xmin, ymax, xmax]`, for the losses on decoded boxes)."""
 

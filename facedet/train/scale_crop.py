@@ -19,13 +19,13 @@ import math
 import tensorflow as tf
 
 from facedet.model.boxes import corners_to_centre
-from facedet.params.sections import AugmentConfig
+from facedet.params.sections import AugmentParams
 
 PAD_VALUE = 127.5  # grey: 0 after the model's [-1, 1] normalisation
 
 
 def scale_crop(encoded_jpeg: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor, input_size: int,
-               z_min: float, z_max: float, of: str = AugmentConfig.scale_crop_of) -> tuple[tf.Tensor, tf.Tensor]:
+               z_min: float, z_max: float, of: str = AugmentParams.scale_crop_of) -> tuple[tf.Tensor, tf.Tensor]:
     """encoded_jpeg: scalar string; boxes float32 (N, 4) normalised `[ymin, xmin, ymax, xmax]` of the
     photo; seed int64 (2,) -> image float32 (S, S, 3) RGB 0..255 and boxes (M, 4) normalised in it.
     The crop side is z x `of`: 'input' (input_size px) or 'short_side' (the photo's shorter side)."""

@@ -40,7 +40,7 @@ from facedet.params.recipes import resolve_auto
 from facedet.process.atomic import write_text_atomic
 from facedet.process.hashing import sha256_of
 from facedet.process.paths import CONFIGS_DIR, MODEL_DIR, RAW_DIR, TFRECORD_DIR
-from facedet.runtime.detector import RECOMMENDED_SCORE_THRESHOLD
+from facedet.runtime.detector_protocol import RECOMMENDED_SCORE_THRESHOLD
 from facedet.runtime.export_manifest import gap_name, resize_of, split_variant, variant_name
 
 DATA_OUTS = (str(RAW_DIR), str(TFRECORD_DIR))  # as dvc.lock names them

@@ -50,7 +50,8 @@ def evaluate_tflite(params: EvaluateParams, export_dir: Path, raw_dir: Path, int
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_stage(evaluate_tflite, PARSER, argv, section("evaluate", EvaluateParams), errors=(FileNotFoundError, ValueError))
+    run_stage(evaluate_tflite, PARSER, argv, section("evaluate", EvaluateParams),
+              errors=(FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

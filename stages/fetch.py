@@ -1,13 +1,13 @@
 """fetch: params `data` -> data/raw/ (WIDER_train.zip, WIDER_val.zip, wider_face_split.zip, eval_tools.zip).
 
-`data.source: synthetic` generates the synthetic dataset offline; `widerface` downloads the real archives from the mirrors in `data.widerface` (verified by size
-and sha256; resumable partial files in data/downloads/, outside DVC). Files with no published checksum
-are pinned on first download in data/widerface.lock.json: commit that file. `local` reads a WIDERFace
-copy already on disk (`data.local.path`: the official archives or the same tree unpacked; see
-facedet.data.local_wider) and records the sha256 of what it read in data/raw/sources.json.
-`data.extra_train` sources (VOC, COCO, WIDER trees, each indexed and checked by its own
-`extra_train@<name>` stage into data/extra/<name>.zip) join the train split as events of their own
-(facedet.data.extra_train).
+`data.source: synthetic` generates the synthetic dataset offline; `widerface` downloads the real
+archives from the mirrors in `data.widerface` (verified by size and sha256; resumable partial files in
+data/downloads/, outside DVC). Files with no published checksum are pinned on first download in
+data/widerface.lock.json: commit that file. `local` reads a WIDERFace copy already on disk
+(`data.local.path`: the official archives or the same tree unpacked; see facedet.data.local_wider) and
+records the sha256 of what it read in data/raw/sources.json. `data.extra_train` sources (VOC, COCO,
+WIDER trees, each indexed and checked by its own `extra_train@<name>` stage into data/extra/<name>.zip)
+join the train split as events of their own (facedet.data.extra_train).
 """
 
 from __future__ import annotations

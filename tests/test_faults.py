@@ -313,7 +313,7 @@ def test_an_evaluation_set_with_no_faces_is_an_error_not_ap_minus_one(tmp_path):
     from facedet.data.filtering import FilteredImage
     from facedet.data.wider_archive import WiderArchive
     from facedet.evaluate.score import evaluate_detector
-    from facedet.runtime.detector import Detector
+    from facedet.runtime.detector_protocol import Detector
 
     class Blind(Detector):
         def detect(self, image: np.ndarray) -> np.ndarray:
@@ -777,7 +777,7 @@ def test_a_decompression_bomb_is_one_line_and_the_rest_of_the_folder_is_read(sta
 
 def test_a_huge_photo_is_detected_scaled_down_with_boxes_in_its_own_pixels(tmp_path, recwarn):
     from facedet.data.images import DETECT_MAX_SIDE
-    from facedet.runtime.detect import detect_faces
+    from facedet.runtime.file_runner import detect_faces
 
     big = Image.new("L", (10000, 9000), 40)  # 90 megapixels: past Pillow's warning (89.5)
     big.paste(255, (4000, 3000, 6000, 5000))
@@ -793,7 +793,7 @@ def test_a_huge_photo_is_detected_scaled_down_with_boxes_in_its_own_pixels(tmp_p
 
 
 def test_a_16_bit_png_is_read_as_its_grey_levels(tmp_path):
-    from facedet.runtime.detect import detect_faces
+    from facedet.runtime.file_runner import detect_faces
 
     levels = np.full((60, 80), 20000, np.uint16)  # dark grey in 16 bits: Pillow's own conversion says white
     levels[20:40, 30:50] = 65000

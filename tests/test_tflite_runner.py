@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from facedet.export.tflite import export_tflite
 from facedet.params.sections import ExportParams
-from facedet.runtime.detector import LETTERBOX_FILL, fit_to_input
+from facedet.runtime.photo_fit import LETTERBOX_FILL, fit_to_input
 from facedet.runtime.export_manifest import MANIFEST_NAME
 from facedet.runtime.tflite_detector import TFLiteDetector
 

@@ -4,7 +4,7 @@ folders of photos, videos or a photo's URL.
 The model is any `.tflite` from `facedet.export.tflite` (uint8 input [1, H, W, 3],
 TFLite_Detection_PostProcess outputs), run by facedet.runtime.tflite_detector (resize as its
 export.json says, else plain resize); by default the released model, RELEASED_MODEL. The old form
-`facedet detect MODEL.tflite INPUT` still works. Outputs (facedet.runtime.detect):
+`facedet detect MODEL.tflite INPUT` still works. Outputs (facedet.runtime.file_runner):
 
     --format json (default)  OUT/<name>.json + OUT/<name>.jpg (drawn) per image;
                              OUT/<name>.jsonl (a line per frame) + OUT/<name>.mp4 (drawn) per video
@@ -30,9 +30,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from facedet.runtime.detect import (detect_each, detect_faces, detect_video, is_video, list_inputs,
+from facedet.runtime.file_runner import (detect_each, detect_faces, detect_video, is_video, list_inputs,
                                     output_name)
-from facedet.runtime.detector import RECOMMENDED_SCORE_THRESHOLD, Detector
+from facedet.runtime.detector_protocol import RECOMMENDED_SCORE_THRESHOLD, Detector
 from facedet.runtime.output_guard import OutputGuard
 
 # The released real-face model (models/release/model_card.md): the phone-size int8 file, in this checkout.

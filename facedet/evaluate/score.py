@@ -3,7 +3,7 @@ in the official submission layout, WIDER Easy/Medium/Hard AP (official protocol)
 (pycocotools), PR curves, recall by face size, and a grid of images with drawn boxes.
 
 The evaluate (Keras float model) and evaluate_tflite (shipped .tflite) stages both call
-`evaluate_detector` with a `facedet.runtime.detector.Detector`, so the two are scored by exactly the
+`evaluate_detector` with a `facedet.runtime.detector_protocol.Detector`, so the two are scored by exactly the
 same code; `int8_minus_float` is the quantization gap the evaluate_tflite stage reports.
 """
 
@@ -27,7 +27,7 @@ from facedet.evaluate.coco_eval import coco_metrics
 from facedet.evaluate.submission import write_predictions
 from facedet.evaluate.wider_eval import evaluate_matches, match_predictions, recall_by_face_size
 from facedet.process.atomic import write_text_atomic
-from facedet.runtime.detector import Detector
+from facedet.runtime.detector_protocol import Detector
 from facedet.runtime.export_manifest import gap_name, split_variant, variant_name
 
 RECALL_SCORE_THRESHOLD = 0.5  # the operating point of the recall-by-face-size chart

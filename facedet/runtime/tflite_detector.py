@@ -1,11 +1,11 @@
 """Run an exported face detector `.tflite` (uint8 input, ends in TFLite_Detection_PostProcess).
 
-`TFLiteDetector(path)` is a `facedet.runtime.detector.Detector`: `detect(image)` takes an original
+`TFLiteDetector(path)` is a `facedet.runtime.detector_protocol.Detector`: `detect(image)` takes an original
 RGB uint8 (H, W, 3) image and returns numpy float32 (K, 5) pixel `x, y, w, h, score` in that image,
 sorted by score descending.
 
 Photos are fitted to the model input (stretch or letterbox) and boxes mapped back by
-facedet.runtime.detector, as for the Keras model. The export stage records each file's resize mode
+facedet.runtime.photo_fit, as for the Keras model. The export stage records each file's resize mode
 in `export.json` beside it (facedet.runtime.export_manifest), which the runner reads when not told.
 
 A call is three phases, public so that a benchmark can time them apart (`StagedDetector`):
@@ -31,15 +31,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from facedet.runtime.detector import (
-    RESIZE_MODES,
-    Fitted,
-    NmsParams,
-    StagedDetector,
-    boxes_to_photo_xywh,
-    check_rgb,
-    fit_to_input,
-)
+from facedet.runtime.detector_protocol import Fitted, NmsParams, StagedDetector, check_rgb
+from facedet.runtime.photo_fit import RESIZE_MODES, boxes_to_photo_xywh, fit_to_input
 from facedet.runtime.export_manifest import resize_of
 from facedet.runtime.tflite_check import check_tflite_file
 
@@ -127,7 +120,7 @@ def _outputs_by_shape(details: list[dict]) -> dict[str, dict] | None:
 class TFLiteDetector(StagedDetector):
     """A face detector `.tflite` with uint8 input [1, H, W, 3] and the four post-process outputs.
 
-    resize: 'stretch' or 'letterbox' (see facedet.runtime.detector); None: as the file's `export.json`
+    resize: 'stretch' or 'letterbox' (see facedet.runtime.photo_fit); None: as the file's `export.json`
     entry says, else 'stretch'.
     """
 

@@ -14,7 +14,7 @@ outputs keeping its path relative to that directory (photos/2024/beach.jpg -> OU
 OUT/2024/beach.jpg), as WIDER's event folders need. Nothing is written into the input tree nor over
 a file detect did not write (facedet.runtime.output_guard).
 
-Any `facedet.runtime.detector.Detector` runs here (the command uses the exported `.tflite`).
+Any `facedet.runtime.detector_protocol.Detector` runs here (the command uses the exported `.tflite`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from facedet.data.images import read_photo
-from facedet.runtime.detector import Detector
+from facedet.runtime.detector_protocol import Detector
 from facedet.runtime.output_guard import OutputGuard
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

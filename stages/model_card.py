@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facedet.model_card import build_model_card, load_inputs, read_json_if_present, write_model_card
-from facedet.model_card import headline_metrics as headline
+from facedet.model_card.card import build_model_card, load_inputs, read_json_if_present
+from facedet.model_card.card import headline_metrics as headline
+from facedet.model_card.render import write_model_card
 from facedet.process.atomic import write_text_atomic
 from facedet.process.paths import (
     CONFIGS_DIR,

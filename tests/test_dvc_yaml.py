@@ -143,7 +143,7 @@ def dvc_paths(stage: dict) -> set[str]:
 def test_stage_path_flags_default_to_the_paths_dvc_yaml_lists():
     """dvc.yaml spells out the paths of facedet.process.paths: each path DVC tracks for a stage lies
     under one of the stage's path flags' defaults, and each default is a path DVC tracks for it."""
-    from facedet.model_card import DATA_OUTS
+    from facedet.model_card.lineage import DATA_OUTS
     from facedet.params.loader import PARAMS_FILE
     from facedet.process.paths import CHECKPOINT_DIR, DOWNLOAD_DIR, WIDERFACE_LOCK
 

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from facedet.export.tflite import export_tflite
-from facedet.model_card import (backbone_line, build_model_card, dvc_lock_hashes, git_lineage, load_inputs,
-                                render_markdown)
+from facedet.model_card.card import build_model_card, load_inputs
+from facedet.model_card.lineage import dvc_lock_hashes, git_lineage
+from facedet.model_card.render import backbone_line, render_markdown
 from facedet.params.sections import ExportParams
 from stages.model_card import main as model_card_stage
 

@@ -388,9 +388,9 @@ def test_a_disk_full_during_a_download_removes_the_part_file_and_says_so(tmp_pat
     source = tmp_path / "WIDER_val.zip"
     source.write_bytes(os.urandom(400_000))
     disk_dir = tmp_path / "downloads"
-    code = ("from facedet.data.download import download_file; from facedet.process.disk import DiskFullError\n"
+    code = ("from facedet.data.download import Downloader; from facedet.process.disk import DiskFullError\n"
             "try:\n"
-            f"    download_file('WIDER_val.zip', ['{source.as_uri()}'], '{disk_dir}', retries=1, progress=False)\n"
+            f"    Downloader(retries=1, progress=False).download('WIDER_val.zip', ['{source.as_uri()}'], '{disk_dir}')\n"
             "except DiskFullError as err:\n"
             "    raise SystemExit(f'fetch: error: {err}')\n")
     result = on_tiny_disk(disk_dir, 128, f"{sys.executable} -c \"{code}\"; s=$?; ls -A '{disk_dir}'; exit $s", tmp_path)
@@ -602,13 +602,14 @@ def test_eval_wider_with_a_missing_ground_truth_is_one_line(tmp_path, capsys):
 
 
 def test_a_download_with_wrong_bytes_is_one_line_and_never_renamed_into_place(tmp_path):
-    from facedet.data.download import DownloadError, download_file
+    from facedet.data.download import Downloader, DownloadError, Pin
 
     source = tmp_path / "mirror" / "WIDER_val.zip"
     source.parent.mkdir()
     source.write_bytes(b"not the archive")
     with pytest.raises(DownloadError) as error:
-        download_file("WIDER_val.zip", [source.as_uri()], tmp_path / "downloads", sha256="0" * 64, progress=False)
+        Downloader(progress=False).download("WIDER_val.zip", [source.as_uri()], tmp_path / "downloads",
+                                            Pin(None, "0" * 64, "given"))
     assert "sha256 mismatch" in str(error.value) and "\n" not in str(error.value)
     assert list((tmp_path / "downloads").iterdir()) == []
 

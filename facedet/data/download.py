@@ -279,17 +279,3 @@ def _content_range_start(header: str | None) -> int:
         return int(header.split()[1].split("-")[0]) if header else -1
     except (IndexError, ValueError):
         return -1
-
-
-def download_file(name: str, urls: list[str], download_dir: str | os.PathLike, size: int | None = None,
-                  sha256: str | None = None, retries: int = 3, timeout: float = 60, backoff: float = 1.0,
-                  progress: bool = True, hint: str = "") -> Path:
-    """Download `name` from the first of `urls` that delivers it with `size` and `sha256`
-    (see `Downloader.download`; `hint` ends its errors). Returns the verified path."""
-    pin = Pin(size, sha256, "given") if sha256 or size else None
-    return Downloader(retries, timeout, backoff, progress, hint).download(name, urls, download_dir, pin).path
-
-
-def mirror_urls(mirrors: list[str], name: str) -> list[str]:
-    """'<mirror>/<name>' for every mirror base URL (http(s):// or file://)."""
-    return [f"{m.rstrip('/')}/{name}" for m in mirrors]

@@ -23,7 +23,7 @@ from facedet.model.boxes import (
     pixel_xywh_to_xyxy,
     pixel_xyxy_to_xywh,
 )
-from facedet.runtime.photo_fit import boxes_to_photo_xywh
+from facedet.runtime.photo_fit import corners_to_photo_xywh
 
 REPO = Path(__file__).resolve().parents[1]
 BOXES = np.array([[0.1, 0.2, 0.5, 0.4], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.35, 0.42]], np.float32)
@@ -38,7 +38,7 @@ def test_pixel_xywh_maps_to_corners_and_back_to_the_original_image():
     corners = pixel_xywh_to_corners(np.array([[60, 20, 60, 80]], np.float32), 200, 300)
     np.testing.assert_allclose(corners, BOXES[:1], atol=1e-7)
     # the way back is the detectors' one helper (facedet.runtime.photo_fit)
-    xywh = boxes_to_photo_xywh(BOXES[:1], np.array([0.9]), photo_size=(200, 300), extent=(200.0, 300.0))
+    xywh = corners_to_photo_xywh(BOXES[:1], np.array([0.9]), photo_size=(200, 300), extent=(200.0, 300.0))
     np.testing.assert_allclose(xywh, [[60, 20, 60, 80, 0.9]], atol=1e-4)
 
 

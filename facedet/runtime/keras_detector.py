@@ -19,7 +19,7 @@ from facedet.model.anchors import anchor_boxes
 from facedet.model.boxes import decode_boxes
 from facedet.model.ssd import load_detector, resize_for_model
 from facedet.runtime.detector_protocol import Detector, NmsParams, check_rgb
-from facedet.runtime.photo_fit import boxes_to_photo_xywh, fit_to_input
+from facedet.runtime.photo_fit import corners_to_photo_xywh, fit_to_input
 
 BATCH_SIZE = 16  # images per forward pass in `detect_many` (a speed setting, not a model knob)
 
@@ -91,5 +91,5 @@ class KerasDetector(Detector):
         results = []
         for i, image in enumerate(images):
             boxes, scores = postprocess(outputs["box_encodings"][i], outputs["class_logits"][i], self.anchors, self.nms)
-            results.append(boxes_to_photo_xywh(boxes.numpy(), scores.numpy(), image.shape[:2], extents[i]))
+            results.append(corners_to_photo_xywh(boxes.numpy(), scores.numpy(), image.shape[:2], extents[i]))
         return results

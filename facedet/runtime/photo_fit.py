@@ -63,11 +63,11 @@ def fit_to_input(image: np.ndarray, size: tuple[int, int], resize: str,
     return canvas, (height * size[0] / inner[0], width * size[1] / inner[1])
 
 
-def boxes_to_photo_xywh(boxes: np.ndarray, scores: np.ndarray, photo_size: tuple[int, int],
-                        extent: tuple[float, float]) -> np.ndarray:
+def corners_to_photo_xywh(corners: np.ndarray, scores: np.ndarray, photo_size: tuple[int, int],
+                          extent: tuple[float, float]) -> np.ndarray:
     """Normalised `[ymin, xmin, ymax, xmax]` (K, 4) on the model input + scores (K,) -> float32 (K, 5)
     pixel `x, y, w, h, score` in the photo (clipped to it, empty boxes dropped), score-descending.
     extent: from `fit_to_input`."""
-    xyxy = clip_pixel_xyxy(corners_to_pixel_xyxy(boxes, *extent), *photo_size)
+    xyxy = clip_pixel_xyxy(corners_to_pixel_xyxy(corners, *extent), *photo_size)
     dets = np.concatenate([pixel_xyxy_to_xywh(xyxy), scores[:, None]], axis=1).astype(np.float32).reshape(-1, 5)
     return sort_by_score(dets[(dets[:, 2] > 0) & (dets[:, 3] > 0)])

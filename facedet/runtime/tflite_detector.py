@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from facedet.runtime.detector_protocol import Fitted, NmsParams, StagedDetector, check_rgb
-from facedet.runtime.photo_fit import RESIZE_MODES, boxes_to_photo_xywh, fit_to_input
+from facedet.runtime.photo_fit import RESIZE_MODES, corners_to_photo_xywh, fit_to_input
 from facedet.runtime.export_manifest import resize_of
 from facedet.runtime.tflite_check import check_tflite_file
 
@@ -164,7 +164,7 @@ class TFLiteDetector(StagedDetector):
         """The op's outputs -> float32 (K, 5) pixel `x, y, w, h, score` in the photo `prepare` was
         given (clipped to it), score-descending."""
         boxes, scores = self._normalised_outputs()
-        return boxes_to_photo_xywh(boxes, scores, fitted.photo_size, fitted.extent)
+        return corners_to_photo_xywh(boxes, scores, fitted.photo_size, fitted.extent)
 
     def detect_normalised(self, image_resized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run on a uint8 image already at `input_size`: -> (boxes (K, 4) normalised

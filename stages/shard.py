@@ -53,6 +53,7 @@ def shard(params: ShardParams, raw_dir: Path, interim_dir: Path, tfrecord_dir: P
 
 
 def shard_errors() -> tuple[type[Exception], ...]:
+    """The errors that end the stage in one line; ShardCheckError's module imports TensorFlow."""
     from facedet.data.tfrecord_writer import ShardCheckError  # TF: not for --help or a params error
 
     return FileNotFoundError, WiderFormatError, UnsafeMemberError, ShardCheckError

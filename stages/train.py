@@ -36,6 +36,7 @@ def train_params(args: argparse.Namespace) -> dict[str, TrainParams | DetectorCo
 
 
 def train_errors() -> tuple[type[Exception], ...]:
+    """The errors that end the stage in one line; their modules import TensorFlow or Keras."""
     from facedet.data.tfrecord_schema import CorruptShardError  # TF: not for --help or a params error
     from facedet.model.backbone_weights import BackboneWeightsError
 

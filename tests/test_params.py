@@ -18,7 +18,7 @@ import yaml
 
 from facedet.params.loader import ParamsError, build, field_range, load_section, read_params_file
 from facedet.params.recipes import AUTO, SYNTHETIC
-from facedet.params.sections import SECTIONS, AugmentParams, DataParams, ExportParams, SyntheticParams, TrainParams
+from facedet.params.sections import SECTIONS, AugmentParams, DataParams, ExportParams, SyntheticParams
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -840,7 +840,7 @@ def test_a_stage_whose_params_changed_while_it_ran_fails_so_dvc_records_nothing(
     params_file = root / "params.yaml"
     values = yaml.safe_load(params_file.read_text())
 
-    def second_experiment_meanwhile(params, *args) -> None:  # what `dvc exp run -S train.steps=5` does to the file
+    def second_experiment_meanwhile(params, **flags) -> None:  # what `dvc exp run -S train.steps=5` does to the file
         assert params.steps == values["train"]["steps"]
         values["train"]["steps"] = 5
         params_file.write_text(yaml.safe_dump(values, sort_keys=False))
@@ -858,7 +858,7 @@ def test_a_stage_whose_params_stayed_the_same_ends_normally(tmp_path, monkeypatc
 
     root = project(tmp_path, raw=None)
     ran = []
-    monkeypatch.setattr(stages.train, "train", lambda params, *args: ran.append(params.steps))
+    monkeypatch.setattr(stages.train, "train", lambda params, **flags: ran.append(params.steps))
     stages.train.main(["--params", str(root / "params.yaml"), "--configs-dir", str(root / "configs")])
     assert ran
 

@@ -33,15 +33,16 @@ def match_stats(preset: str, augment: dict, positive_iou: float, negative_iou: f
     import numpy as np
     import tensorflow as tf
 
-    from facedet.model.anchors import anchor_boxes, load_preset
+    from facedet.model.anchors import anchor_boxes
+    from facedet.model.config import load_preset
     from facedet.model.boxes import pairwise_iou
     from facedet.model.losses import POSITIVE, assign_targets
-    from facedet.params.sections import AugmentConfig
+    from facedet.params.sections import AugmentParams
     from facedet.train.input import augment_example
 
     config = load_preset(preset, ROOT / "configs")
     anchors = tf.constant(anchor_boxes(config))
-    cfg = AugmentConfig(**augment)
+    cfg = AugmentParams(**augment)
     records = tf.data.TFRecordDataset(files).shuffle(4096, seed=0).repeat()
     seeds = tf.data.Dataset.random(seed=0).batch(2)
     examples = tf.data.Dataset.zip(records, seeds).map(
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tfrecords", type=Path, default=ROOT / "data/tfrecords")
     parser.add_argument("--images", type=int, default=400, help="training examples drawn per recipe")
     args = parser.parse_args(argv)
-    from facedet.data.tfrecords import list_shards
+    from facedet.data.tfrecord_schema import list_shards
 
     files = list_shards(args.tfrecords, "train")
     if not files:

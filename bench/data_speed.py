@@ -36,8 +36,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from facedet.data.filtering import FilteredImage, image_workers, inspect_image, inspect_images  # noqa: E402
-from facedet.data.wider_archive import WiderArchive, image_member, repack_stored  # noqa: E402
+from facedet.data.wider_archive import WiderArchive, image_member  # noqa: E402
 from facedet.data.wider_gt import parse_gt_txt  # noqa: E402
+from facedet.process.zips import repack_stored  # noqa: E402
 
 from synthetic_wider import full_size_gt_txt  # noqa: E402
 
@@ -91,7 +92,7 @@ def reencoding_writer(archive: WiderArchive, items: list[FilteredImage], out: Pa
     """The baseline: one process, every image decoded and re-encoded, one TFRecord file."""
     import tensorflow as tf
 
-    from facedet.data.tfrecords import make_example
+    from facedet.data.tfrecord_writer import make_example
 
     with tf.io.TFRecordWriter(str(out)) as writer:
         for item in items:
@@ -111,7 +112,7 @@ def fsync_all(paths) -> None:
 
 def time_shards(archive, items, out_dir: Path, workers: int, shards: int) -> tuple[float, int, float]:
     """(wall s, shard bytes, CPU s of this process and its workers) of writing + fsyncing the shards."""
-    from facedet.data.tfrecords import ExampleEncoder, write_shards
+    from facedet.data.tfrecord_writer import ExampleEncoder, write_shards
 
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir()
@@ -206,7 +207,7 @@ def main() -> None:
               f"({many_rate / base_rate:.1f}x baseline; {many_cpu / len(items) * 1e3:.2f} ms CPU per image; "
               f"{many_cpu / many_s:.1f} cores busy; shards byte-identical to 1 process: {same})")
 
-        from facedet.data.tfrecords import check_shards
+        from facedet.data.tfrecord_writer import check_shards
 
         check_s = _timed(lambda: check_shards(sorted((root / "many").iterdir()), items))
         print(f"shard check (read back, every box): {len(items) / check_s:,.0f} img/s")

@@ -19,7 +19,8 @@ from pathlib import Path
 import tempfile
 import numpy as np
 from facedet.export.tflite import export_tflite, verify_tflite
-from facedet.model.anchors import anchor_boxes, load_preset
+from facedet.model.anchors import anchor_boxes
+from facedet.model.config import load_preset
 from facedet.model.ssd import at_input_size, build_detector
 from facedet.params.sections import ExportParams
 size, count = int(sys.argv[1]), int(sys.argv[2])

@@ -143,7 +143,7 @@ def calibration_photos(photos_dir: Path, height: int, width: int) -> list[np.nda
     else noise (the ranges they calibrate do not change what an op costs)."""
     from PIL import Image
 
-    from facedet.runtime.detector import fit_to_input
+    from facedet.runtime.photo_fit import fit_to_input
 
     files = sorted(photos_dir.glob("*/*.jpg"))[:CALIBRATION_IMAGES] if photos_dir.is_dir() else []
     if not files:
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the table as JSON here")
     args = parser.parse_args(argv)
 
-    from facedet.model.anchors import load_preset
+    from facedet.model.config import load_preset
     from facedet.params.loader import ParamsError
 
     try:

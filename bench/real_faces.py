@@ -10,7 +10,7 @@ WIDER evaluator (official protocol, facedet.evaluate.wider_eval), with where eac
 The tree is WIDER's own layout: WIDER_val/images/<event>/<name>.jpg and the four official ground-truth
 files eval_tools/ground_truth/wider_{face,easy,medium,hard}_val.mat (the images they list are scored).
 
-Rows (each a facedet.runtime.detector.Detector):
+Rows (each a facedet.runtime.detector_protocol.Detector):
 - ours: every `--tflite` file (default: models/export/face_detector_int8*.tflite), through
   facedet.runtime.tflite_detector.TFLiteDetector, exactly as `facedet detect` and the evaluate_tflite stage run it;
 - ours, float: every `--keras` model dir at `--keras-input`, as the evaluate stage runs it (recipe probes);
@@ -56,7 +56,7 @@ from facedet.data.images import decode_rgb  # noqa: E402
 from facedet.data.wider_gt import WiderFormatError  # noqa: E402
 from facedet.data.wider_mat import EvalImage, read_eval_ground_truth  # noqa: E402
 from facedet.evaluate.wider_eval import evaluate_matches, match_predictions  # noqa: E402
-from facedet.runtime.detector import Detector, Fitted, StagedDetector, sort_by_score  # noqa: E402
+from facedet.runtime.detector_protocol import Detector, Fitted, StagedDetector, sort_by_score  # noqa: E402
 
 MIN_SCORE = 0.02  # the official evaluation keeps low scores: AP needs the whole PR curve
 YUNET_NMS_IOU = 0.45
@@ -74,7 +74,7 @@ PHASES = ("prepare", "invoke", "outputs", "call")  # what each call's time is sp
 
 @dataclass
 class Row:
-    """One detector of the table, a `facedet.runtime.detector.Detector` (pixel x, y, w, h, score rows).
+    """One detector of the table, a `facedet.runtime.detector_protocol.Detector` (pixel x, y, w, h, score rows).
 
     input_px: model-input pixels per call (None: the photo's own size)."""
 

@@ -6,7 +6,7 @@ each lands from `tf.image.resize` (float, what training uses).
                                  [--sides 256 640 1024] [--runs 15]
 
 Candidates (all bilinear, half-pixel centres, no antialiasing, uint8 out):
-- OpenCV: `cv2.resize(INTER_LINEAR)` (fixed-point weights), what facedet.runtime.detector uses, 1 thread;
+- OpenCV: `cv2.resize(INTER_LINEAR)` (fixed-point weights), what facedet.runtime.photo_fit uses, 1 thread;
 - PIL: `Image.resize(BILINEAR, reducing_gap=None)` (PIL's bilinear filter widens when it shrinks:
   it antialiases, so its numbers differ most);
 - tf.image: `tf.image.resize` then rounded, the reference itself.

@@ -117,8 +117,9 @@ def main(argv=None) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     import keras
 
-    from facedet.data.tfrecords import list_shards
-    from facedet.model.anchors import anchor_boxes, load_preset
+    from facedet.data.tfrecord_schema import list_shards
+    from facedet.model.anchors import anchor_boxes
+    from facedet.model.config import load_preset
     from facedet.model.losses import detection_loss
     from facedet.params.loader import load_section
     from facedet.params.sections import ModelParams, TrainParams
@@ -147,7 +148,8 @@ def main(argv=None) -> None:
     state.optimizer.learning_rate.assign(params.learning_rate * 0.01)
     dataset = make_dataset(files, anchor_boxes(config), config.input_size, batch_size, training=True,
                            augment=params.augment, seed=params.seed, positive_iou=params.positive_iou,
-                           negative_iou=params.negative_iou)
+                           negative_iou=params.negative_iou, assignment=params.assignment,
+                           atss_top_k=params.atss_top_k)
     in_memory = tf.data.Dataset.from_tensors(next(iter(dataset))).repeat()
     memory_iterator = iter(strategy.experimental_distribute_dataset(in_memory))
 

@@ -18,46 +18,40 @@ from pathlib import Path
 from facedet.data.filtering import load_filtered
 from facedet.data.wider_archive import WiderArchive
 from facedet.evaluate.score import evaluate_detector, int8_minus_float
-from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import EvaluateParams
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import EVALUATE_TFLITE_DIR, EXPORT_DIR, INTERIM_DIR, RAW_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import write_text_atomic
+from facedet.process.paths import EVALUATE_TFLITE_DIR, EXPORT_DIR, INTERIM_DIR, RAW_DIR
+from facedet.process.stage_runner import run_stage, section, stage_parser
 
 PARSER = stage_parser("evaluate_tflite", __doc__, export_dir=EXPORT_DIR, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR,
                       evaluate_tflite_dir=EVALUATE_TFLITE_DIR)
 
 
 def evaluate_tflite(params: EvaluateParams, export_dir: Path, raw_dir: Path, interim_dir: Path,
-                    reports: Path) -> dict[str, dict[str, float]]:
-    from facedet.runtime.tflite_detector import TFLiteDetector, read_export_manifest
+                    evaluate_tflite_dir: Path) -> dict[str, dict[str, float]]:
+    from facedet.runtime.export_manifest import read_manifest
+    from facedet.runtime.tflite_detector import TFLiteDetector
 
-    entries = read_export_manifest(export_dir)
+    exported = read_manifest(export_dir)
     archive, coco_images = WiderArchive(raw_dir), load_filtered(interim_dir, "val")
     metrics: dict[str, dict] = {}
-    (reports / "sizes").mkdir(parents=True, exist_ok=True)  # a declared output, empty with one export size
-    for entry in entries:
-        variant = entry["variant"]
-        detector = TFLiteDetector(export_dir / entry["file"], resize=entry["resize"])
-        out_dir = reports / variant if variant in ("int8", "float") else reports / "sizes" / variant
-        metrics[variant] = evaluate_detector(
+    (evaluate_tflite_dir / "sizes").mkdir(parents=True, exist_ok=True)  # a declared output, empty with one export size
+    for model in exported:
+        detector = TFLiteDetector(export_dir / model.file, resize=model.resize)
+        out_dir = evaluate_tflite_dir / ("" if model.at_trained_size else "sizes") / model.variant
+        metrics[model.variant] = evaluate_detector(
             detector, archive, coco_images, out_dir,
-            images_to_draw=params.images_to_draw, desc=f"evaluate ({entry['file']})",
-            extra_metrics={"input_size": entry["input_size"]}) | {"file": entry["file"], "resize": entry["resize"]}
+            images_to_draw=params.images_to_draw, desc=f"evaluate ({model.file})",
+            extra_metrics={"input_size": model.input_size}) | {"file": model.file, "resize": model.resize}
     metrics |= int8_minus_float(metrics)
-    write_text_atomic(reports / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(evaluate_tflite_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps(metrics, indent=2))
     return metrics
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = PARSER.parse_args(argv)
-    die_with_parent()
-    with exit_on_bad_params("evaluate_tflite"):
-        params = load_section("evaluate", EvaluateParams, args.params)
-    with exit_on_bad_params("evaluate_tflite", FileNotFoundError, ValueError):
-        metrics = evaluate_tflite(params, args.export_dir, args.raw_dir, args.interim_dir, args.evaluate_tflite_dir)
-    print(json.dumps(metrics, indent=2))
+    run_stage(evaluate_tflite, PARSER, argv, section("evaluate", EvaluateParams),
+              errors=(FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -8,22 +8,31 @@ hashes each source's files and a change to one re-runs its stage and fetch.
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 from facedet.data.annotations import AnnotationError
 from facedet.data.extra_train import write_extra_index
 from facedet.data.wider_gt import WiderFormatError
-from facedet.params.loader import ParamsError, exit_on_bad_params, load_section
+from facedet.params.loader import ParamsError, load_section
 from facedet.params.sections import DataParams
-from facedet.pipeline.atomic import atomic_path
-from facedet.pipeline.disk import exit_on_disk_full
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import EXTRA_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import atomic_path
+from facedet.process.paths import EXTRA_DIR
+from facedet.process.stage_runner import run_stage, stage_parser
+from facedet.process.zips import UnsafeMemberError
 
 PARSER = stage_parser("extra_train", __doc__, extra_dir=EXTRA_DIR)
 PARSER.add_argument("name", help="the source's key under data.extra_train in params.yaml")
+
+
+def source_params(args: argparse.Namespace) -> dict[str, DataParams]:
+    """params.yaml `data`, which must name the source `args.name` under `data.extra_train`."""
+    params = load_section("data", DataParams, args.params)
+    if args.name not in params.extra_train:
+        raise ParamsError(f"params.yaml: no source 'data.extra_train.{args.name}' "
+                          f"(sources: {', '.join(params.extra_train) or 'none'})")
+    return {"params": params}
 
 
 def extra_train(name: str, params: DataParams, extra_dir: Path) -> None:
@@ -35,16 +44,8 @@ def extra_train(name: str, params: DataParams, extra_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = PARSER.parse_args(argv)
-    die_with_parent()
-    stage = f"extra_train@{args.name}"
-    with exit_on_bad_params(stage):
-        params = load_section("data", DataParams, args.params)
-        if args.name not in params.extra_train:
-            raise ParamsError(f"params.yaml: no source 'data.extra_train.{args.name}' "
-                              f"(sources: {', '.join(params.extra_train) or 'none'})")
-    with exit_on_bad_params(stage, AnnotationError, WiderFormatError), exit_on_disk_full(stage, args.extra_dir):
-        extra_train(args.name, params, args.extra_dir)
+    run_stage(extra_train, PARSER, argv, source_params, errors=(AnnotationError, WiderFormatError, UnsafeMemberError),
+              writes="extra_dir")
 
 
 if __name__ == "__main__":

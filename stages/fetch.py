@@ -1,14 +1,13 @@
 """fetch: params `data` -> data/raw/ (WIDER_train.zip, WIDER_val.zip, wider_face_split.zip, eval_tools.zip).
 
-`data.source: synthetic` generates the synthetic dataset offline (`embedded`, its old name, still
-works); `widerface` downloads the real archives from the mirrors in `data.widerface` (verified by size
-and sha256; resumable partial files in data/downloads/, outside DVC). Files with no published checksum
-are pinned on first download in data/widerface.lock.json: commit that file. `local` reads a WIDERFace
-copy already on disk (`data.local.path`: the official archives or the same tree unpacked; see
-facedet.data.local_wider) and records the sha256 of what it read in data/raw/sources.json.
-`data.extra_train` sources (VOC, COCO, WIDER trees, each indexed and checked by its own
-`extra_train@<name>` stage into data/extra/<name>.zip) join the train split as events of their own
-(facedet.data.extra_train).
+`data.source: synthetic` generates the synthetic dataset offline; `widerface` downloads the real
+archives from the mirrors in `data.widerface` (verified by size and sha256; resumable partial files in
+data/downloads/, outside DVC). Files with no published checksum are pinned on first download in
+data/widerface.lock.json: commit that file. `local` reads a WIDERFace copy already on disk
+(`data.local.path`: the official archives or the same tree unpacked; see facedet.data.local_wider) and
+records the sha256 of what it read in data/raw/sources.json. `data.extra_train` sources (VOC, COCO,
+WIDER trees, each indexed and checked by its own `extra_train@<name>` stage into data/extra/<name>.zip)
+join the train split as events of their own (facedet.data.extra_train).
 """
 
 from __future__ import annotations
@@ -25,13 +24,10 @@ from facedet.data.sources import write_sources_json
 from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.wider_fetch import fetch_widerface
 from facedet.data.wider_gt import WiderFormatError
-from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import DataParams
-from facedet.pipeline.atomic import atomic_path
-from facedet.pipeline.disk import exit_on_disk_full
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import DOWNLOAD_DIR, EXTRA_DIR, RAW_DIR, WIDERFACE_LOCK
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import atomic_path
+from facedet.process.paths import DOWNLOAD_DIR, EXTRA_DIR, RAW_DIR, WIDERFACE_LOCK
+from facedet.process.stage_runner import run_stage, section, stage_parser
 
 PARSER = stage_parser("fetch", __doc__, raw_dir=RAW_DIR, extra_dir=EXTRA_DIR, download_dir=DOWNLOAD_DIR,
                       widerface_lock=WIDERFACE_LOCK)
@@ -67,13 +63,8 @@ def fetch(params: DataParams, raw_dir: Path, extra_dir: Path, download_dir: Path
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = PARSER.parse_args(argv)
-    die_with_parent()
-    with exit_on_bad_params("fetch"):
-        params = load_section("data", DataParams, args.params)
-    with exit_on_bad_params("fetch", DownloadError, WiderFormatError, ValueError), \
-            exit_on_disk_full("fetch", args.raw_dir):
-        fetch(params, args.raw_dir, args.extra_dir, args.download_dir, args.widerface_lock)
+    run_stage(fetch, PARSER, argv, section("data", DataParams), errors=(DownloadError, WiderFormatError, ValueError),
+              writes="raw_dir")
 
 
 if __name__ == "__main__":

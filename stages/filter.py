@@ -13,13 +13,11 @@ from tqdm import tqdm
 from facedet.data.filtering import EmptySplitError, run_filter
 from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import WiderFormatError
-from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import FilterParams
-from facedet.pipeline.atomic import atomic_path, write_text_atomic
-from facedet.pipeline.disk import exit_on_disk_full
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import FACE_SIZES, FILTER_METRICS, INTERIM_DIR, RAW_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import atomic_path, write_text_atomic
+from facedet.process.paths import FACE_SIZES, FILTER_METRICS, INTERIM_DIR, RAW_DIR
+from facedet.process.stage_runner import run_stage, section, stage_parser
+from facedet.process.zips import UnsafeMemberError
 
 PARSER = stage_parser("filter", __doc__, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR, filter_metrics=FILTER_METRICS,
                       face_sizes=FACE_SIZES)
@@ -42,13 +40,8 @@ def filter_data(params: FilterParams, raw_dir: Path, interim_dir: Path, filter_m
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = PARSER.parse_args(argv)
-    die_with_parent()
-    with exit_on_bad_params("filter"):
-        params = load_section("filter", FilterParams, args.params)
-    with exit_on_bad_params("filter", WiderFormatError, FileNotFoundError, EmptySplitError), \
-            exit_on_disk_full("filter", args.interim_dir):
-        filter_data(params, args.raw_dir, args.interim_dir, args.filter_metrics, args.face_sizes)
+    run_stage(filter_data, PARSER, argv, section("filter", FilterParams),
+              errors=(WiderFormatError, UnsafeMemberError, FileNotFoundError, EmptySplitError), writes="interim_dir")
 
 
 if __name__ == "__main__":

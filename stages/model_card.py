@@ -14,15 +14,14 @@ Runs last, after evaluate_tflite, so the card holds every metric and no stage wr
 
 from __future__ import annotations
 
-import argparse
 import json
+from pathlib import Path
 
-from facedet.model_card import (build_model_card, headline_metrics, load_inputs, read_json_if_present,
-                                write_model_card)
-from facedet.params.loader import exit_on_bad_params
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import (
+from facedet.model_card.card import build_model_card, load_inputs, read_json_if_present
+from facedet.model_card.card import headline_metrics as headline
+from facedet.model_card.render import write_model_card
+from facedet.process.atomic import write_text_atomic
+from facedet.process.paths import (
     CONFIGS_DIR,
     EVALUATE_DIR,
     EVALUATE_TFLITE_DIR,
@@ -32,8 +31,8 @@ from facedet.pipeline.paths import (
     MODEL_DIR,
     MODEL_METRICS,
 )
-from facedet.pipeline.stage_args import stage_parser
-from facedet.runtime.tflite_detector import read_export_manifest
+from facedet.process.stage_runner import run_stage, stage_parser
+from facedet.runtime.export_manifest import read_manifest
 
 PARSER = stage_parser("model_card", __doc__, export_dir=EXPORT_DIR, model_dir=MODEL_DIR, configs_dir=CONFIGS_DIR,
                       evaluate_dir=EVALUATE_DIR, evaluate_tflite_dir=EVALUATE_TFLITE_DIR,
@@ -43,33 +42,31 @@ PARSER.add_argument("--latency-runs", type=int, default=50,
                     help="timed invokes per model, median reported (default: %(default)s)")
 
 
-def model_card(args: argparse.Namespace) -> dict:
-    """Write the card, reports/model.json and reports/metrics.json from the paths in `args` (PARSER's
-    flags); return the card."""
-    inputs = load_inputs(args.params, args.model_dir, args.configs_dir)
-    files = {e["variant"]: args.export_dir / e["file"] for e in read_export_manifest(args.export_dir)}
+def model_card(params: Path, export_dir: Path, model_dir: Path, configs_dir: Path, evaluate_dir: Path,
+               evaluate_tflite_dir: Path, model_card_dir: Path, model_metrics: Path, headline_metrics: Path,
+               latency_runs: int) -> dict:
+    """Write the card, reports/model.json and reports/metrics.json (`params`: the params file); return the card."""
+    inputs = load_inputs(params, model_dir, configs_dir)
+    files = {model.variant: export_dir / model.file for model in read_manifest(export_dir)}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} missing (run the export stage)")
-    card = build_model_card(**inputs, tflite_files=files, latency_runs=args.latency_runs,
-                            keras_metrics=read_json_if_present(args.evaluate_dir / "metrics.json"),
-                            tflite_metrics=read_json_if_present(args.evaluate_tflite_dir / "metrics.json"))
-    write_model_card(card, args.model_card_dir / "model_card.md", args.model_card_dir / "model_card.json")
+    card = build_model_card(**inputs, tflite_files=files, latency_runs=latency_runs,
+                            keras_metrics=read_json_if_present(evaluate_dir / "metrics.json"),
+                            tflite_metrics=read_json_if_present(evaluate_tflite_dir / "metrics.json"))
+    write_model_card(card, model_card_dir / "model_card.md", model_card_dir / "model_card.json")
     sizes = {variant: {"size_kb": facts["size_kb"], "latency_ms_1_thread": facts["latency_ms_1_thread"]}
              for variant, facts in card["files"].items()}
-    write_text_atomic(args.model_metrics, json.dumps(sizes, indent=2) + "\n")
-    write_text_atomic(args.headline_metrics, json.dumps(headline_metrics(card), indent=2) + "\n")
+    write_text_atomic(model_metrics, json.dumps(sizes, indent=2) + "\n")
+    write_text_atomic(headline_metrics, json.dumps(headline(card), indent=2) + "\n")
+    for variant, facts in card["files"].items():
+        print(f"{variant}: {facts['size_kb']} KB, {facts['latency_ms_1_thread']} ms (1 thread)")
+    print(f"wrote {model_card_dir / 'model_card.md'} and {model_card_dir / 'model_card.json'}")
     return card
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = PARSER.parse_args(argv)
-    die_with_parent()
-    with exit_on_bad_params("model_card", FileNotFoundError, ValueError):
-        card = model_card(args)
-    for variant, facts in card["files"].items():
-        print(f"{variant}: {facts['size_kb']} KB, {facts['latency_ms_1_thread']} ms (1 thread)")
-    print(f"wrote {args.model_card_dir / 'model_card.md'} and {args.model_card_dir / 'model_card.json'}")
+    run_stage(model_card, PARSER, argv, errors=(FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

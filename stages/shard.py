@@ -12,19 +12,19 @@ from pathlib import Path
 from facedet.data.filtering import load_filtered
 from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import WiderFormatError
-from facedet.params.loader import exit_on_bad_params, load_section
 from facedet.params.sections import ShardParams
-from facedet.pipeline.atomic import atomic_path
-from facedet.pipeline.disk import exit_on_disk_full, require_free_space
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import INTERIM_DIR, RAW_DIR, TFRECORD_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.atomic import atomic_path
+from facedet.process.disk import require_free_space
+from facedet.process.paths import INTERIM_DIR, RAW_DIR, TFRECORD_DIR
+from facedet.process.stage_runner import run_stage, section, stage_parser
+from facedet.process.zips import UnsafeMemberError
 
 PARSER = stage_parser("shard", __doc__, raw_dir=RAW_DIR, interim_dir=INTERIM_DIR, tfrecord_dir=TFRECORD_DIR)
 
 
 def shard(params: ShardParams, raw_dir: Path, interim_dir: Path, tfrecord_dir: Path) -> None:
-    from facedet.data.tfrecords import ExampleEncoder, ShardCheckError, check_shards, label_map_text, write_shards
+    from facedet.data.tfrecord_schema import label_map_text
+    from facedet.data.tfrecord_writer import ExampleEncoder, ShardCheckError, check_shards, write_shards
 
     start = time.monotonic()
     archive = WiderArchive(raw_dir)
@@ -52,16 +52,15 @@ def shard(params: ShardParams, raw_dir: Path, interim_dir: Path, tfrecord_dir: P
     print(f"shard: done in {time.monotonic() - start:.1f} s -> {tfrecord_dir}/")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = PARSER.parse_args(argv)
-    die_with_parent()
-    with exit_on_bad_params("shard"):
-        params = load_section("shard", ShardParams, args.params)
-    from facedet.data.tfrecords import ShardCheckError  # TF: not for --help or a params error
+def shard_errors() -> tuple[type[Exception], ...]:
+    """The errors that end the stage in one line; ShardCheckError's module imports TensorFlow."""
+    from facedet.data.tfrecord_writer import ShardCheckError  # TF: not for --help or a params error
 
-    with exit_on_bad_params("shard", FileNotFoundError, WiderFormatError, ShardCheckError), \
-            exit_on_disk_full("shard", args.tfrecord_dir):
-        shard(params, args.raw_dir, args.interim_dir, args.tfrecord_dir)
+    return FileNotFoundError, WiderFormatError, UnsafeMemberError, ShardCheckError
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_stage(shard, PARSER, argv, section("shard", ShardParams), errors=shard_errors, writes="tfrecord_dir")
 
 
 if __name__ == "__main__":

@@ -9,33 +9,43 @@ A killed run resumes from its last checkpoint when run again with the same param
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from facedet.model.anchors import DetectorConfig, load_preset
-from facedet.params.loader import exit_on_bad_params, load_section, read_params_file
+from facedet.model.config import DetectorConfig, load_preset
+from facedet.params.loader import load_section, read_params_file
 from facedet.params.sections import ModelParams, TrainParams
-from facedet.pipeline.disk import exit_on_disk_full
-from facedet.pipeline.lifetime import die_with_parent
-from facedet.pipeline.paths import CHECKPOINT_DIR, CONFIGS_DIR, LIVE_DIR, MODEL_DIR, TFRECORD_DIR
-from facedet.pipeline.stage_args import stage_parser
+from facedet.process.paths import CHECKPOINT_DIR, CONFIGS_DIR, LIVE_DIR, MODEL_DIR, TFRECORD_DIR
+from facedet.process.stage_runner import run_stage, stage_parser
 from facedet.train.determinism import pin_determinism
 
 PARSER = stage_parser("train", __doc__, configs_dir=CONFIGS_DIR, tfrecord_dir=TFRECORD_DIR, model_dir=MODEL_DIR,
                       checkpoint_dir=CHECKPOINT_DIR, live_dir=LIVE_DIR)
 
 
-def pin_if_deterministic(params_file: Path) -> None:
-    """With `train.deterministic: true`, set TensorFlow up for bit-identical runs (facedet.train.determinism):
-    before TensorFlow starts, since it picks oneDNN and its thread pools then."""
-    with exit_on_bad_params("train"):
-        section = read_params_file(params_file).get("train")
+def train_params(args: argparse.Namespace) -> dict[str, TrainParams | DetectorConfig]:
+    """params.yaml `train` and the preset `model.preset` names. With `train.deterministic: true`, first sets
+    TensorFlow up for bit-identical runs (facedet.train.determinism): before TensorFlow starts, since it
+    picks oneDNN and its thread pools then."""
+    section = read_params_file(args.params).get("train")
     if isinstance(section, dict) and section.get("deterministic") is True:
         pin_determinism()
+    model = load_section("model", ModelParams, args.params)
+    return {"params": load_section("train", TrainParams, args.params),
+            "config": load_preset(model.preset, args.configs_dir)}
+
+
+def train_errors() -> tuple[type[Exception], ...]:
+    """The errors that end the stage in one line; their modules import TensorFlow or Keras."""
+    from facedet.data.tfrecord_schema import CorruptShardError  # TF: not for --help or a params error
+    from facedet.model.backbone_weights import BackboneWeightsError
+
+    return BackboneWeightsError, FloatingPointError, FileNotFoundError, CorruptShardError
 
 
 def train(params: TrainParams, config: DetectorConfig, tfrecord_dir: Path, model_dir: Path, checkpoint_dir: Path,
           live_dir: Path) -> None:
-    from facedet.data.tfrecords import list_shards
+    from facedet.data.tfrecord_schema import list_shards
     from facedet.train.loop import train as train_detector
 
     train_files = list_shards(tfrecord_dir, "train")
@@ -49,19 +59,7 @@ def train(params: TrainParams, config: DetectorConfig, tfrecord_dir: Path, model
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = PARSER.parse_args(argv)
-    die_with_parent()
-    pin_if_deterministic(args.params)
-    with exit_on_bad_params("train"):
-        model = load_section("model", ModelParams, args.params)
-        params = load_section("train", TrainParams, args.params)
-        config = load_preset(model.preset, args.configs_dir)
-    from facedet.data.tfrecords import CorruptShardError  # TF: not for --help or a params error
-    from facedet.model.ssd import BackboneWeightsError
-
-    with exit_on_bad_params("train", BackboneWeightsError, FloatingPointError, FileNotFoundError, CorruptShardError), \
-            exit_on_disk_full("train", args.model_dir.parent):
-        train(params, config, args.tfrecord_dir, args.model_dir, args.checkpoint_dir, args.live_dir)
+    run_stage(train, PARSER, argv, train_params, errors=train_errors, writes="model_dir")
 
 
 if __name__ == "__main__":

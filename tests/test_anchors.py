@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from facedet.model.anchors import DetectorConfig, anchor_boxes, layer_box_shapes, load_preset
+from facedet.model.anchors import anchor_boxes, layer_box_shapes
+from facedet.model.config import DetectorConfig, load_preset
 from facedet.model.boxes import corners_to_centre
 from facedet.params.loader import ParamsError
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from facedet.pipeline.atomic import atomic_path, write_text_atomic
+from facedet.process.atomic import atomic_path, write_text_atomic
 
 
 def test_file_appears_only_when_complete(tmp_path):

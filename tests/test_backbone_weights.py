@@ -14,10 +14,10 @@ import keras
 import numpy as np
 import pytest
 
-from facedet.model.anchors import DetectorConfig, load_preset
 from facedet.model.backbone_weights import BackboneWeightsError, backbone_weights_record
+from facedet.model.config import DetectorConfig, load_preset
 from facedet.model.ssd import backbone_block, build_detector
-from facedet.pipeline.hashing import sha256_of
+from facedet.process.hashing import sha256_of
 from facedet.train.save import save_detector
 
 SMALL = DetectorConfig(input_size=96, alpha=0.35, feature_strides=(8, 16, 32), head_channels=16)

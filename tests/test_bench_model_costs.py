@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.anchors import anchor_boxes
+from facedet.model.config import DetectorConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from model_costs import SCORE_ALL, Variant, build_model, grid_anchors, variant_config  # noqa: E402

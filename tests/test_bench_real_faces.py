@@ -155,7 +155,7 @@ def test_the_latency_benchmark_splits_our_call_on_a_photo(standin_tflite):
 
 
 def test_a_trained_keras_model_dir_is_a_float_row_at_the_input_asked(tmp_path):
-    from facedet.model.anchors import DetectorConfig
+    from facedet.model.config import DetectorConfig
     from facedet.model.ssd import build_detector
     from facedet.train.save import save_detector
 

@@ -3,19 +3,29 @@ TFLite post-process op use them."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 
 from facedet.model.boxes import (
     centre_to_corners,
+    clip_pixel_xyxy,
     corners_to_centre,
+    corners_to_pixel_xyxy,
     decode_boxes,
     encode_boxes,
     pairwise_iou,
     pixel_xywh_to_corners,
+    pixel_xywh_to_xyxy,
+    pixel_xyxy_to_xywh,
 )
-from facedet.runtime.detector import boxes_to_photo_xywh
+from facedet.runtime.photo_fit import corners_to_photo_xywh
 
+REPO = Path(__file__).resolve().parents[1]
 BOXES = np.array([[0.1, 0.2, 0.5, 0.4], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.35, 0.42]], np.float32)
 
 
@@ -27,8 +37,8 @@ def test_centre_form_is_ycenter_xcenter_height_width():
 def test_pixel_xywh_maps_to_corners_and_back_to_the_original_image():
     corners = pixel_xywh_to_corners(np.array([[60, 20, 60, 80]], np.float32), 200, 300)
     np.testing.assert_allclose(corners, BOXES[:1], atol=1e-7)
-    # the way back is the detectors' one helper (facedet.runtime.detector)
-    xywh = boxes_to_photo_xywh(BOXES[:1], np.array([0.9]), photo_size=(200, 300), extent=(200.0, 300.0))
+    # the way back is the detectors' one helper (facedet.runtime.photo_fit)
+    xywh = corners_to_photo_xywh(BOXES[:1], np.array([0.9]), photo_size=(200, 300), extent=(200.0, 300.0))
     np.testing.assert_allclose(xywh, [[60, 20, 60, 80, 0.9]], atol=1e-4)
 
 
@@ -52,3 +62,22 @@ def test_encode_then_decode_gives_the_boxes_back_in_numpy_and_tf():
     tf_codes = encode_boxes(tf.constant(BOXES), tf.constant(anchors))
     np.testing.assert_allclose(tf_codes.numpy(), codes, atol=1e-5)
     np.testing.assert_allclose(decode_boxes(tf_codes, tf.constant(anchors)).numpy(), BOXES, atol=1e-6)
+
+
+def test_pixel_corners_convert_both_ways_and_clip_to_the_image():
+    xywh = np.array([[-10, 20, 60, 80], [290, 190, 30, 30]], np.float32)
+    xyxy = pixel_xywh_to_xyxy(xywh)
+    np.testing.assert_array_equal(xyxy, [[-10, 20, 50, 100], [290, 190, 320, 220]])
+    np.testing.assert_array_equal(pixel_xyxy_to_xywh(xyxy), xywh)
+    np.testing.assert_array_equal(clip_pixel_xyxy(xyxy, 200, 300), [[0, 20, 50, 100], [290, 190, 300, 200]])
+    np.testing.assert_allclose(corners_to_pixel_xyxy(BOXES[:1], 200, 300), [[60, 20, 120, 100]], atol=1e-4)
+    as_tensor = clip_pixel_xyxy(tf.constant(xyxy), 200.0, 300.0)  # the same functions on TF tensors
+    np.testing.assert_array_equal(as_tensor.numpy(), clip_pixel_xyxy(xyxy, 200, 300))
+
+
+def test_the_numpy_runtime_converts_boxes_without_tensorflow():
+    """A phone-side or numpy-only user imports the box conventions, the runner's photo mapping and the
+    export manifest without starting TensorFlow."""
+    code = ("import sys\nimport facedet.model.boxes, facedet.runtime.photo_fit, facedet.runtime.export_manifest\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))

@@ -18,7 +18,7 @@ from PIL import Image
 from facedet.cli import main
 from facedet.export.tflite import export_tflite
 from facedet.params.sections import ExportParams
-from facedet.runtime.detect import detect_faces, list_inputs
+from facedet.runtime.file_runner import detect_faces, list_inputs
 from facedet.runtime.tflite_detector import TFLiteDetector
 
 from standin_detector import GRID, build_standin, face_image, standin_anchors

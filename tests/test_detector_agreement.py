@@ -1,5 +1,5 @@
 """The Keras model that training saves and the float `.tflite` the export stage makes from it find the
-same faces: a user who switches from one to the other (both `facedet.runtime.detector.Detector`s)
+same faces: a user who switches from one to the other (both `facedet.runtime.detector_protocol.Detector`s)
 gets the same boxes in the same photo's pixels, best first, up to float rounding."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from facedet.export.tflite import export_tflite
-from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.anchors import anchor_boxes
+from facedet.model.config import DetectorConfig
 from facedet.model.boxes import pairwise_iou, pixel_xywh_to_corners
 from facedet.model.ssd import BATCH_NORM_MOMENTUM, build_detector
 from facedet.params.sections import ExportParams
-from facedet.runtime.detector import Detector
+from facedet.runtime.detector_protocol import Detector
 from facedet.runtime.keras_detector import KerasDetector
 from facedet.runtime.tflite_detector import TFLiteDetector
 
@@ -33,7 +34,7 @@ def photos(resize: str) -> list[np.ndarray]:
     """Photos both detectors see as the same uint8 pixels: at the model input size when the model
     stretches (the Keras detector resizes in float as training does, the .tflite takes uint8, so
     other sizes differ by rounding), any size and shape when it letterboxes (both fit the photo
-    with facedet.runtime.detector.fit_to_input)."""
+    with facedet.runtime.photo_fit.fit_to_input)."""
     rng = np.random.default_rng(4)
     if resize == "stretch":
         return [face_image(rng, 10, 30), face_image(rng, 40, 4, side=20)]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from facedet.data.download import DRIVE_URL, DownloadError, HashLock, Pin, download_file, mirror_urls
+from facedet.data.download import DRIVE_URL, Downloader, DownloadError, HashLock, Pin
 from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.wider_archive import EVAL_TOOLS_ZIP, WiderArchive
 from facedet.data.wider_fetch import ARCHIVES, MAT_FILES, OFFLINE_HINT, fetch_widerface, mirror_url
@@ -116,12 +116,12 @@ def server():
 
 def fetch(urls, tmp_path, **kw):
     """WIDER_val.zip as the fetch stage downloads it (its errors end with the offline hint)."""
-    return download_file("WIDER_val.zip", urls, tmp_path / "downloads", size=len(ARCHIVE), sha256=SHA,
-                         retries=kw.pop("retries", 3), timeout=5, backoff=0, progress=False, hint=OFFLINE_HINT, **kw)
+    downloader = Downloader(kw.pop("retries", 3), timeout=5, backoff=0, progress=False, hint=OFFLINE_HINT)
+    return downloader.download("WIDER_val.zip", urls, tmp_path / "downloads", Pin(len(ARCHIVE), SHA, "given")).path
 
 
 def test_a_cut_transfer_resumes_with_a_range_request(server, tmp_path):
-    path = fetch(mirror_urls([f"{server}/cut"], "WIDER_val.zip"), tmp_path)
+    path = fetch([f"{server}/cut/WIDER_val.zip"], tmp_path)
     assert path.read_bytes() == ARCHIVE and path.name == "WIDER_val.zip"
     half = f"bytes={len(ARCHIVE) // 2}-"
     assert FaultyMirror.requests == [("/cut/WIDER_val.zip", None), ("/cut/WIDER_val.zip", half)]
@@ -153,7 +153,7 @@ def test_server_errors_are_retried_then_the_next_mirror_is_tried(server, tmp_pat
 
 
 def test_a_missing_file_falls_over_to_the_next_mirror(server, tmp_path):
-    path = fetch(mirror_urls([f"{server}/missing", f"{server}/ok/"], "WIDER_val.zip"), tmp_path)
+    path = fetch([f"{server}/missing/WIDER_val.zip", f"{server}/ok/WIDER_val.zip"], tmp_path)
     assert path.read_bytes() == ARCHIVE
     assert [p for p, _ in FaultyMirror.requests] == ["/missing/WIDER_val.zip", "/ok/WIDER_val.zip"]  # 404: no retry
 
@@ -183,7 +183,7 @@ def test_a_verified_download_is_reused_and_file_mirrors_work(server, tmp_path):
     local = tmp_path / "mirror"
     local.mkdir()
     (local / "WIDER_val.zip").write_bytes(ARCHIVE)
-    path = fetch(mirror_urls([(tmp_path / "nowhere").as_uri(), local.as_uri()], "WIDER_val.zip"), tmp_path)
+    path = fetch([(tmp_path / "nowhere/WIDER_val.zip").as_uri(), (local / "WIDER_val.zip").as_uri()], tmp_path)
     assert path.read_bytes() == ARCHIVE
     os.utime(path, (1, 1))
     fetch([f"{server}/ok"], tmp_path)

@@ -56,11 +56,19 @@ def test_each_stage_depends_on_exactly_the_code_it_runs():
 
 
 def test_the_model_card_does_not_rerun_when_the_data_code_changes():
-    """The card hashes files with facedet.pipeline.hashing, not the download code: editing the HTTP
+    """The card hashes files with facedet.process.hashing, not the download code: editing the HTTP
     retry loop or the synthetic scenes re-runs fetch, never the card (nor re-times its latency)."""
     card = {d for d in stages()["model_card"]["deps"] if d.startswith("facedet/")}
-    assert "facedet/pipeline/hashing.py" in card
+    assert "facedet/process/hashing.py" in card
     assert not {d for d in card if d.startswith("facedet/data/")}, card
+
+
+def test_training_does_not_rerun_when_the_wider_parsers_change():
+    """Train reads the TFRecord format (facedet.data.tfrecord_schema), never the WIDER files nor the code
+    that writes the shards: an edit to the gt txt parser, the .mat reader, the archives or the image
+    encoder re-runs fetch to shard (each with the same data md5s), not a 45-minute training."""
+    train = {d for d in stages()["train"]["deps"] if d.startswith("facedet/data/")}
+    assert train == {"facedet/data/tfrecord_schema.py"}, train
 
 
 def test_each_stage_reads_only_its_own_params_section():
@@ -133,11 +141,11 @@ def dvc_paths(stage: dict) -> set[str]:
 
 
 def test_stage_path_flags_default_to_the_paths_dvc_yaml_lists():
-    """dvc.yaml spells out the paths of facedet.pipeline.paths: each path DVC tracks for a stage lies
+    """dvc.yaml spells out the paths of facedet.process.paths: each path DVC tracks for a stage lies
     under one of the stage's path flags' defaults, and each default is a path DVC tracks for it."""
-    from facedet.model_card import DATA_OUTS
+    from facedet.model_card.lineage import DATA_OUTS
     from facedet.params.loader import PARAMS_FILE
-    from facedet.pipeline.paths import CHECKPOINT_DIR, DOWNLOAD_DIR, WIDERFACE_LOCK
+    from facedet.process.paths import CHECKPOINT_DIR, DOWNLOAD_DIR, WIDERFACE_LOCK
 
     untracked_ok = {CHECKPOINT_DIR, DOWNLOAD_DIR, WIDERFACE_LOCK}  # resume state and the download cache: not DVC's
     for name, stage in stages().items():

@@ -15,7 +15,7 @@ from facedet.data.wider_archive import WiderArchive
 from facedet.evaluate.score import evaluate_detector, int8_minus_float
 from facedet.evaluate.submission import read_predictions
 from facedet.params.sections import FilterParams, SyntheticParams
-from facedet.runtime.detector import Detector
+from facedet.runtime.detector_protocol import Detector
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ import pytest
 import tensorflow as tf
 
 from facedet.export.tflite import POSTPROCESS_OP, export_tflite, implements_signature, representative_images, tflite_ops
-from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.anchors import anchor_boxes
+from facedet.model.config import DetectorConfig
 from facedet.model.ssd import build_detector
 from facedet.params.sections import ExportParams
-from facedet.runtime.detector import resize_bilinear
+from facedet.runtime.photo_fit import resize_bilinear
 from facedet.runtime.tflite_detector import OUTPUT_NAMES, load_interpreter
 
 from standin_detector import SIZE, build_standin, face_image, standin_anchors

@@ -176,7 +176,7 @@ def test_a_jpeg_corrupt_in_its_middle_is_dropped_named_and_never_reaches_trainin
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     import tensorflow as tf
 
-    from facedet.data.tfrecords import list_shards
+    from facedet.data.tfrecord_schema import list_shards
     from facedet.train.input import decode_example
 
     stored = {}
@@ -268,7 +268,7 @@ def test_a_stalled_imagenet_download_fails_within_the_timeout_in_one_line(stalle
     from keras.src.applications import mobilenet_v2
     from keras.src.backend import config as keras_config
 
-    from facedet.model.anchors import DetectorConfig
+    from facedet.model.config import DetectorConfig
     from facedet.model.ssd import BackboneWeightsError, build_detector
 
     monkeypatch.setattr(mobilenet_v2, "BASE_WEIGHT_PATH", stalled_server + "/")
@@ -313,7 +313,7 @@ def test_an_evaluation_set_with_no_faces_is_an_error_not_ap_minus_one(tmp_path):
     from facedet.data.filtering import FilteredImage
     from facedet.data.wider_archive import WiderArchive
     from facedet.evaluate.score import evaluate_detector
-    from facedet.runtime.detector import Detector
+    from facedet.runtime.detector_protocol import Detector
 
     class Blind(Detector):
         def detect(self, image: np.ndarray) -> np.ndarray:
@@ -368,8 +368,8 @@ def _cwd(pid: str) -> Path | None:
 
 def test_fetch_checks_free_space_before_a_download(tmp_path, monkeypatch):
     from facedet.data.download import Downloader, Pin
-    from facedet.pipeline import disk
-    from facedet.pipeline.disk import DiskFullError
+    from facedet.process import disk
+    from facedet.process.disk import DiskFullError
 
     source = tmp_path / "mirror" / "WIDER_val.zip"
     source.parent.mkdir()
@@ -388,9 +388,9 @@ def test_a_disk_full_during_a_download_removes_the_part_file_and_says_so(tmp_pat
     source = tmp_path / "WIDER_val.zip"
     source.write_bytes(os.urandom(400_000))
     disk_dir = tmp_path / "downloads"
-    code = ("from facedet.data.download import download_file; from facedet.pipeline.disk import DiskFullError\n"
+    code = ("from facedet.data.download import Downloader; from facedet.process.disk import DiskFullError\n"
             "try:\n"
-            f"    download_file('WIDER_val.zip', ['{source.as_uri()}'], '{disk_dir}', retries=1, progress=False)\n"
+            f"    Downloader(retries=1, progress=False).download('WIDER_val.zip', ['{source.as_uri()}'], '{disk_dir}')\n"
             "except DiskFullError as err:\n"
             "    raise SystemExit(f'fetch: error: {err}')\n")
     result = on_tiny_disk(disk_dir, 128, f"{sys.executable} -c \"{code}\"; s=$?; ls -A '{disk_dir}'; exit $s", tmp_path)
@@ -414,7 +414,7 @@ def test_shard_train_and_export_on_a_full_disk_name_the_path_and_the_space_neede
     result = on_tiny_disk(root / "models", 64, f"{sys.executable} -m stages.train", root)
     one_line_error(result, "train: error: models/checkpoints: training (checkpoints and model.keras) needs ", "free")
 
-    from facedet.model.anchors import DetectorConfig
+    from facedet.model.config import DetectorConfig
 
     model_dir = tmp_path / "detector"
     model_dir.mkdir()
@@ -602,13 +602,14 @@ def test_eval_wider_with_a_missing_ground_truth_is_one_line(tmp_path, capsys):
 
 
 def test_a_download_with_wrong_bytes_is_one_line_and_never_renamed_into_place(tmp_path):
-    from facedet.data.download import DownloadError, download_file
+    from facedet.data.download import Downloader, DownloadError, Pin
 
     source = tmp_path / "mirror" / "WIDER_val.zip"
     source.parent.mkdir()
     source.write_bytes(b"not the archive")
     with pytest.raises(DownloadError) as error:
-        download_file("WIDER_val.zip", [source.as_uri()], tmp_path / "downloads", sha256="0" * 64, progress=False)
+        Downloader(progress=False).download("WIDER_val.zip", [source.as_uri()], tmp_path / "downloads",
+                                            Pin(None, "0" * 64, "given"))
     assert "sha256 mismatch" in str(error.value) and "\n" not in str(error.value)
     assert list((tmp_path / "downloads").iterdir()) == []
 
@@ -662,7 +663,7 @@ def shard_example(image: str, data: bytes, gt_rows: np.ndarray) -> tuple[np.ndar
     import tensorflow as tf
 
     from facedet.data.filtering import FilteredImage, filter_faces, inspect_image, reencode_reason
-    from facedet.data.tfrecords import ExampleEncoder
+    from facedet.data.tfrecord_writer import ExampleEncoder
     from facedet.params.sections import FilterParams
     from facedet.train.input import decode_example
 
@@ -719,7 +720,7 @@ def test_a_phone_photo_with_exif_orientation_keeps_its_face_where_it_was_annotat
 
 
 def test_a_photo_without_exif_rotation_is_stored_untouched():
-    from facedet.data.tfrecords import image_for_shard
+    from facedet.data.tfrecord_writer import image_for_shard
 
     plain = jpeg_bytes(np.full((40, 60, 3), 90, np.uint8))
     assert image_for_shard(plain, 60, 40, "RGB", "JPEG").data == plain  # so its data hashes stay the same
@@ -777,7 +778,7 @@ def test_a_decompression_bomb_is_one_line_and_the_rest_of_the_folder_is_read(sta
 
 def test_a_huge_photo_is_detected_scaled_down_with_boxes_in_its_own_pixels(tmp_path, recwarn):
     from facedet.data.images import DETECT_MAX_SIDE
-    from facedet.runtime.detect import detect_faces
+    from facedet.runtime.file_runner import detect_faces
 
     big = Image.new("L", (10000, 9000), 40)  # 90 megapixels: past Pillow's warning (89.5)
     big.paste(255, (4000, 3000, 6000, 5000))
@@ -793,7 +794,7 @@ def test_a_huge_photo_is_detected_scaled_down_with_boxes_in_its_own_pixels(tmp_p
 
 
 def test_a_16_bit_png_is_read_as_its_grey_levels(tmp_path):
-    from facedet.runtime.detect import detect_faces
+    from facedet.runtime.file_runner import detect_faces
 
     levels = np.full((60, 80), 20000, np.uint16)  # dark grey in 16 bits: Pillow's own conversion says white
     levels[20:40, 30:50] = 65000
@@ -839,7 +840,7 @@ def test_a_stage_whose_params_changed_while_it_ran_fails_so_dvc_records_nothing(
     params_file = root / "params.yaml"
     values = yaml.safe_load(params_file.read_text())
 
-    def second_experiment_meanwhile(params, *args) -> None:  # what `dvc exp run -S train.steps=5` does to the file
+    def second_experiment_meanwhile(params, **flags) -> None:  # what `dvc exp run -S train.steps=5` does to the file
         assert params.steps == values["train"]["steps"]
         values["train"]["steps"] = 5
         params_file.write_text(yaml.safe_dump(values, sort_keys=False))
@@ -857,7 +858,7 @@ def test_a_stage_whose_params_stayed_the_same_ends_normally(tmp_path, monkeypatc
 
     root = project(tmp_path, raw=None)
     ran = []
-    monkeypatch.setattr(stages.train, "train", lambda params, *args: ran.append(params.steps))
+    monkeypatch.setattr(stages.train, "train", lambda params, **flags: ran.append(params.steps))
     stages.train.main(["--params", str(root / "params.yaml"), "--configs-dir", str(root / "configs")])
     assert ran
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # docs/layout.md, top to bottom: a part may import only the parts below it
-ORDER = ["cli", "model_card", "export", "evaluate", "runtime", "train", "data", "model", "pipeline", "params"]
+ORDER = ["cli", "model_card", "export", "evaluate", "runtime", "train", "data", "model", "process", "params"]
 SIBLINGS = {frozenset({"export", "evaluate"})}  # side by side: neither imports the other
 
 

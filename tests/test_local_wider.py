@@ -22,7 +22,7 @@ from facedet.data.synthetic import write_synthetic_dataset
 from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import WiderFormatError
 from facedet.params.sections import SyntheticParams
-from facedet.pipeline.hashing import sha256_of
+from facedet.process.hashing import sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = SyntheticParams(seed=3, train_images=8, val_images=6, min_side=48, max_side=96, max_faces=6)

@@ -17,7 +17,7 @@ from facedet.model.losses import (
     detection_loss,
     iou_family_loss,
 )
-from facedet.params.sections import LossConfig
+from facedet.params.sections import LossParams
 
 # Four anchors in a row (normalised [ymin, xmin, ymax, xmax]).
 ANCHORS = np.array([[0.0, 0.0, 0.5, 0.25], [0.0, 0.25, 0.5, 0.5], [0.0, 0.5, 0.5, 0.75], [0.5, 0.0, 1.0, 1.0]],
@@ -39,20 +39,20 @@ def test_thresholds_split_anchors_into_face_background_and_ignored():
 
 def test_a_tiny_face_is_forced_onto_its_best_anchor():
     tiny = np.array([[0.1, 0.55, 0.15, 0.6]], np.float32)  # far below any IoU threshold
-    _, labels = assign_targets(tiny, ANCHORS)
+    _, labels = assign_targets(tiny, ANCHORS, 0.5, 0.4)
     assert labels.numpy().tolist() == [NEGATIVE, NEGATIVE, POSITIVE, NEGATIVE]
 
 
 def test_images_without_faces_and_degenerate_boxes_give_background_only():
     for faces in (np.zeros((0, 4), np.float32), np.array([[0.2, 0.2, 0.2, 0.4]], np.float32)):
-        box_targets, labels = assign_targets(faces, ANCHORS)
+        box_targets, labels = assign_targets(faces, ANCHORS, 0.5, 0.4)
         assert labels.numpy().tolist() == [NEGATIVE] * 4
         assert box_targets.shape == (4, 4)
 
 
 def _batch():
     faces = np.array([[0.0, 0.0, 0.5, 0.25], [0.5, 0.1, 1.0, 0.9]], np.float32)
-    box_targets, labels = assign_targets(faces, ANCHORS)
+    box_targets, labels = assign_targets(faces, ANCHORS, 0.5, 0.4)
     return box_targets[None], labels[None]
 
 
@@ -60,7 +60,7 @@ def test_loss_is_near_zero_for_perfect_predictions_and_positive_otherwise():
     box_targets, labels = _batch()
     perfect_logits = tf.where(labels == POSITIVE, 20.0, -20.0)[..., None]
     for kind in ("hard_negative_mining", "focal"):
-        config = LossConfig(classification=kind)
+        config = LossParams(classification=kind)
         perfect = detection_loss(box_targets, labels, box_targets, perfect_logits, config)
         assert float(perfect["total"]) < 1e-6, kind
         wrong = detection_loss(box_targets, labels, box_targets + 0.5, -perfect_logits, config)
@@ -71,7 +71,7 @@ def test_hard_negative_mining_keeps_three_negatives_per_positive():
     labels = tf.constant([[POSITIVE] + [NEGATIVE] * 9])
     logits = tf.constant([[[0.0]] + [[float(i)] for i in range(9)]])  # negative i has loss rising with i
     targets = tf.zeros([1, 10, 4])
-    config = LossConfig(negatives_per_positive=3, min_negatives=0)
+    config = LossParams(negatives_per_positive=3, min_negatives=0)
     loss = float(detection_loss(targets, labels, targets, logits, config)["classification"])
     expected = tf.nn.sigmoid_cross_entropy_with_logits(labels=[1.0, 0.0, 0.0, 0.0], logits=[0.0, 8.0, 7.0, 6.0])
     np.testing.assert_allclose(loss, float(tf.reduce_sum(expected)), rtol=1e-5)
@@ -113,11 +113,11 @@ def test_box_iou_adds_the_iou_loss_of_the_decoded_boxes_to_smooth_l1():
     shifted = faces + np.array([0.05, 0.0, 0.05, 0.0], np.float32)  # every face box moved down a little
     predictions = encode_boxes(shifted, ANCHORS)[None]
     logits = tf.zeros(labels.shape + (1,))
-    plain = detection_loss(box_targets, labels, predictions, logits, LossConfig(), ANCHORS)
-    both = detection_loss(box_targets, labels, predictions, logits, LossConfig(box_iou="giou", box_iou_weight=2.0),
+    plain = detection_loss(box_targets, labels, predictions, logits, LossParams(), ANCHORS)
+    both = detection_loss(box_targets, labels, predictions, logits, LossParams(box_iou="giou", box_iou_weight=2.0),
                           ANCHORS)
     alone = detection_loss(box_targets, labels, predictions, logits,
-                           LossConfig(box_iou="giou", box_iou_weight=2.0, localization_weight=0.0), ANCHORS)
+                           LossParams(box_iou="giou", box_iou_weight=2.0, localization_weight=0.0), ANCHORS)
     positive = labels[0].numpy() == POSITIVE
     giou = iou_family_loss(tf.constant(shifted[positive]), tf.constant(faces[positive]), "giou").numpy()
     expected = 2.0 * giou.sum() / positive.sum()
@@ -129,7 +129,7 @@ def test_box_iou_adds_the_iou_loss_of_the_decoded_boxes_to_smooth_l1():
 
 def test_losses_on_decoded_boxes_need_the_anchors():
     box_targets, labels = _batch()
-    for config in (LossConfig(box_iou="diou"), LossConfig(classification="qfl")):
+    for config in (LossParams(box_iou="diou"), LossParams(classification="qfl")):
         with pytest.raises(ValueError, match="need the anchors"):
             detection_loss(box_targets, labels, box_targets, tf.zeros(labels.shape + (1,)), config)
 
@@ -140,14 +140,14 @@ def test_losses_on_decoded_boxes_need_the_anchors():
 
 def test_quality_focal_loss_is_the_formula_with_the_predicted_box_iou_as_target():
     faces = np.array([[0.0, 0.0, 0.5, 0.25], [0.5, 0.1, 1.0, 0.9]], np.float32)
-    box_targets, labels = assign_targets(faces, ANCHORS)
+    box_targets, labels = assign_targets(faces, ANCHORS, 0.5, 0.4)
     assert labels.numpy().tolist() == [POSITIVE, NEGATIVE, NEGATIVE, POSITIVE]
     # anchor 0 predicts its face at half its width (IoU 1/2), anchor 3 predicts its face exactly (IoU 1)
     predicted = np.array([[0.0, 0.0, 0.5, 0.125], faces[1], ANCHORS[2], faces[1]], np.float32)
     encodings = encode_boxes(predicted, ANCHORS)[None]
     logits = np.array([0.3, -1.0, 2.0, 1.5], np.float32)
     loss = detection_loss(box_targets[None], labels[None], encodings, tf.constant(logits)[None, :, None],
-                          LossConfig(classification="qfl", qfl_beta=2.0), ANCHORS)
+                          LossParams(classification="qfl", qfl_beta=2.0), ANCHORS)
     p = 1 / (1 + np.exp(-logits.astype(np.float64)))
     q = np.array([0.5, 0.0, 0.0, 1.0])
     expected = np.sum(-np.abs(q - p) ** 2 * ((1 - q) * np.log(1 - p) + q * np.log(p))) / 2  # 2 positives
@@ -155,10 +155,10 @@ def test_quality_focal_loss_is_the_formula_with_the_predicted_box_iou_as_target(
 
 
 def test_a_positive_whose_box_misses_its_face_is_scored_like_background():
-    box_targets, labels = assign_targets(np.array([[0.0, 0.0, 0.5, 0.25]], np.float32), ANCHORS)
+    box_targets, labels = assign_targets(np.array([[0.0, 0.0, 0.5, 0.25]], np.float32), ANCHORS, 0.5, 0.4)
     far = encode_boxes(np.array([[0.6, 0.6, 0.9, 0.9]] * 4, np.float32), ANCHORS)[None]  # IoU 0 with the face
     logits = tf.constant([[[1.2], [-3.0], [-3.0], [-3.0]]])
-    config = LossConfig(classification="qfl")
+    config = LossParams(classification="qfl")
     as_positive = detection_loss(box_targets[None], labels[None], far, logits, config, ANCHORS)["classification"]
     background = tf.zeros_like(labels)[None]
     as_negative = detection_loss(box_targets[None], background, far, logits, config, ANCHORS)["classification"]
@@ -196,7 +196,7 @@ def test_atss_picks_the_anchors_the_papers_rule_picks():
     np.testing.assert_allclose(decode_boxes(box_targets.numpy()[[5, 16]], LEVELS[[5, 16]]), face.repeat(2, 0),
                                atol=1e-6)
     # fixed thresholds (IoU 0.5 / 0.4) keep only the forced best anchor, 5; anchor 16 (IoU 0.42) is ignored
-    _, fixed = assign_targets(face, LEVELS)
+    _, fixed = assign_targets(face, LEVELS, 0.5, 0.4)
     assert np.flatnonzero(fixed.numpy() == POSITIVE).tolist() == [5] and fixed.numpy()[16] == IGNORED
 
 
@@ -251,6 +251,6 @@ def test_atss_agrees_with_the_papers_rule_on_crowded_images():
 
 def test_atss_gives_background_only_without_faces():
     for faces in (np.zeros((0, 4), np.float32), np.array([[0.2, 0.2, 0.2, 0.4]], np.float32)):
-        box_targets, labels = assign_targets_atss(faces, LEVELS, level_counts=(16, 4))
+        box_targets, labels = assign_targets_atss(faces, LEVELS, level_counts=(16, 4), top_k=9)
         assert labels.numpy().tolist() == [NEGATIVE] * 20
         np.testing.assert_array_equal(box_targets.numpy(), 0.0)

@@ -11,9 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from facedet.model.anchors import DetectorConfig, anchor_boxes, layer_box_shapes, load_preset
+from facedet.model.anchors import anchor_boxes, layer_box_shapes
+from facedet.model.config import DetectorConfig, load_preset
 from facedet.model.ssd import BackboneWeightsError, at_input_size, build_detector, load_detector
-from facedet.pipeline.paths import CONFIGS_DIR
+from facedet.process.paths import CONFIGS_DIR
 from facedet.train.save import save_detector
 
 REPO = Path(__file__).resolve().parents[1]

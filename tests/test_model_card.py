@@ -12,14 +12,15 @@ import pytest
 import yaml
 
 from facedet.export.tflite import export_tflite
-from facedet.model_card import (backbone_line, build_model_card, dvc_lock_hashes, git_lineage, load_inputs,
-                                render_markdown)
+from facedet.model_card.card import build_model_card, load_inputs
+from facedet.model_card.lineage import dvc_lock_hashes, git_lineage
+from facedet.model_card.render import backbone_line, render_markdown
 from facedet.params.sections import ExportParams
 from stages.model_card import main as model_card_stage
 
 from standin_detector import build_standin, face_image, standin_anchors
 
-PARAMS = {"data": {"source": "embedded", "embedded": {"seed": 2026}}, "model": {"preset": "tiny_64"},
+PARAMS = {"data": {"source": "synthetic", "synthetic": {"seed": 2026}}, "model": {"preset": "tiny_64"},
           "train": {"steps": 10}, "export": {"max_detections": 10, "use_regular_nms": False}}
 DETECTOR = {"input_size": 64, "alpha": 0.35, "feature_strides": [8]}
 BACKBONE = {"backbone_weights": "weights/mobilenet_v2_no_top.h5", "sha256": "c0ffee" * 10 + "beef"}
@@ -73,7 +74,7 @@ def test_the_card_traces_the_model_to_its_data_params_and_code(project, tflite_f
     json.dumps(card)  # JSON-able as it is
     head = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert card["code"] == {"commit": head.strip(), "dirty": False, "dirty_paths": []}
-    assert card["data"]["source"] == "synthetic"  # params.yaml says `embedded`, the old name
+    assert card["data"]["source"] == "synthetic"
     assert card["data"]["dvc"]["outs"] == {
         "data/raw": {"stage": "fetch", "md5": "aaa111.dir", "size": 1234, "nfiles": 4},
         "data/tfrecords": {"stage": "shard", "md5": "bbb222.dir", "size": 5678, "nfiles": 7}}

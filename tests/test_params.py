@@ -6,7 +6,6 @@ import ast
 import dataclasses
 import functools
 import inspect
-import os
 import subprocess
 import sys
 import typing
@@ -19,7 +18,7 @@ import yaml
 
 from facedet.params.loader import ParamsError, build, field_range, load_section, read_params_file
 from facedet.params.recipes import AUTO, SYNTHETIC
-from facedet.params.sections import SECTIONS, AugmentConfig, DataParams, ExportParams, SyntheticParams, TrainParams
+from facedet.params.sections import SECTIONS, AugmentParams, DataParams, ExportParams, SyntheticParams
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -171,22 +170,24 @@ def test_every_knob_in_params_yaml_has_a_comment():
     assert bare == [], "knobs without a one-line comment in params.yaml"
 
 
-def test_signature_defaults_are_the_params_defaults():
-    from facedet.model.losses import assign_targets, assign_targets_atss
+def test_the_model_layer_takes_the_params_values_from_its_caller():
+    """params.yaml is the one home of the matching thresholds, ATSS's k and the loss settings: the model
+    layer and the training input have no defaults of their own for them (train passes them), and the
+    model layer imports no params section."""
+    from facedet.model.losses import assign_targets, assign_targets_atss, detection_loss
     from facedet.model.ssd import build_detector
     from facedet.train.input import make_dataset
     from facedet.train.scale_crop import scale_crop
 
-    for function, name, default in [(assign_targets, "positive_iou", TrainParams.positive_iou),
-                                    (assign_targets, "negative_iou", TrainParams.negative_iou),
-                                    (assign_targets_atss, "top_k", TrainParams.atss_top_k),
-                                    (make_dataset, "positive_iou", TrainParams.positive_iou),
-                                    (make_dataset, "negative_iou", TrainParams.negative_iou),
-                                    (make_dataset, "assignment", TrainParams.assignment),
-                                    (make_dataset, "atss_top_k", TrainParams.atss_top_k),
-                                    (scale_crop, "of", AugmentConfig.scale_crop_of),
-                                    (build_detector, "download_timeout_s", TrainParams.download_timeout_s)]:
-        assert inspect.signature(function).parameters[name].default == default, (function.__name__, name)
+    for function, names in [(assign_targets, ("positive_iou", "negative_iou")), (assign_targets_atss, ("top_k",)),
+                            (make_dataset, ("positive_iou", "negative_iou", "assignment", "atss_top_k")),
+                            (detection_loss, ("config",))]:
+        for name in names:
+            assert inspect.signature(function).parameters[name].default is inspect.Parameter.empty, name
+    assert inspect.signature(build_detector).parameters["download_timeout_s"].default is None  # no download
+    assert inspect.signature(scale_crop).parameters["of"].default == AugmentParams.scale_crop_of
+    model_dir = PARAMS_YAML.parent / "facedet/model"
+    assert not [p.name for p in model_dir.glob("*.py") if "from facedet.params.sections import" in p.read_text()]
 
 
 def test_the_params_module_imports_nothing_above_params():
@@ -200,36 +201,20 @@ def test_the_params_module_imports_nothing_above_params():
 
 
 # ---------------------------------------------------------------------------------------------
-# renamed knobs: `data.source: embedded` and `data.embedded` are the old names of `synthetic`
+# renamed knobs: `data.source: embedded` and `data.embedded` are refused with one line giving the new names
 
 
-def test_the_old_synthetic_names_still_read_as_the_new_ones():
-    old = build(DataParams, {"source": "embedded", "embedded": {"seed": 3, "train_images": 5}}, "data")
+def test_the_old_synthetic_names_are_refused_with_the_new_ones():
+    with pytest.raises(ParamsError, match=r"^params.yaml: 'data.source: embedded' was renamed: write "
+                                          r"'data.source: synthetic'$"):
+        build(DataParams, {"source": "embedded"}, "data")
+    with pytest.raises(ParamsError, match=r"^params.yaml: 'data.embedded' was renamed: write 'data.synthetic'$"):
+        build(DataParams, {"embedded": {"seed": 3}}, "data")
     new = build(DataParams, {"source": "synthetic", "synthetic": {"seed": 3, "train_images": 5}}, "data")
-    assert old == new and old.source == "synthetic" and old.synthetic == SyntheticParams(seed=3, train_images=5)
-    assert old.recorded_source == "embedded"  # what data/raw records: the same bytes as before the rename
-    with pytest.raises(ParamsError, match="'data.embedded' is the old name of 'data.synthetic': give only one"):
-        build(DataParams, {"embedded": {"seed": 3}, "synthetic": {"seed": 3}}, "data")
+    assert new.synthetic == SyntheticParams(seed=3, train_images=5)
+    assert new.recorded_source == "embedded"  # what data/raw records: the same bytes as before the rename
     with pytest.raises(ParamsError, match=r"'data.source' must be one of \['synthetic', 'widerface', 'local'\]"):
         build(DataParams, {"source": "embeded"}, "data")
-
-
-def fetch(root: Path, data: dict) -> dict[str, bytes]:
-    """Run the fetch stage in `root` with params `data`; every file of data/raw, by path."""
-    root.mkdir()
-    (root / "params.yaml").write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=str(PARAMS_YAML.parent))
-    subprocess.run([sys.executable, "-m", "stages.fetch"], cwd=root, env=env, check=True, capture_output=True)
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted((root / "data/raw").rglob("*")) if p.is_file()}
-
-
-def test_an_experiment_with_the_old_names_fetches_the_same_bytes(tmp_path):
-    small = {"seed": 5, "train_images": 3, "val_images": 2, "min_side": 48, "max_side": 64, "max_faces": 3}
-    old = fetch(tmp_path / "old", {"source": "embedded", "embedded": small})
-    new = fetch(tmp_path / "new", {"source": "synthetic", "synthetic": small})
-    assert sorted(old) == ["data/raw/WIDER_train.zip", "data/raw/WIDER_val.zip", "data/raw/eval_tools.zip",
-                           "data/raw/wider_face_split.zip"]
-    assert old == new
 
 
 # ---------------------------------------------------------------------------------------------

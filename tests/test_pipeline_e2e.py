@@ -33,7 +33,7 @@ def test_dvc_repro_runs_every_stage_and_writes_valid_outputs(pipeline):
 
     import tensorflow as tf
 
-    from facedet.data.tfrecords import parse_example
+    from facedet.data.tfrecord_schema import parse_example
 
     shards = sorted((repo / "data/tfrecords").glob("train.record-*-of-*"))
     assert shards, "no train shards"

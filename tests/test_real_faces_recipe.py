@@ -30,17 +30,18 @@ def experiment(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_the_export_stage_ships_each_requested_size_and_says_how_to_feed_it(experiment):
     from facedet.export.tflite import verify_tflite
-    from facedet.runtime.tflite_detector import TFLiteDetector, read_export_manifest
+    from facedet.runtime.export_manifest import read_manifest
+    from facedet.runtime.tflite_detector import TFLiteDetector
 
-    entries = {e["variant"]: e for e in read_export_manifest(experiment / "models/export")}
+    entries = {m.variant: m for m in read_manifest(experiment / "models/export")}
     assert set(entries) == {"int8", "float", "int8_320", "float_320"}
     for variant, entry in entries.items():
-        path = experiment / "models/export" / entry["file"]
+        path = experiment / "models/export" / entry.file
         detector = TFLiteDetector(path)
-        assert detector.input_size == (entry["input_size"],) * 2 and detector.resize == "letterbox"
-        probe = np.full((entry["input_size"], entry["input_size"], 3), 128, np.uint8)
-        verify_tflite(path, entry["quantize"], [probe])  # uint8 input, post-process op last, int8 convs
-    assert entries["int8"]["input_size"] == 256
+        assert detector.input_size == (entry.input_size,) * 2 and detector.resize == "letterbox"
+        probe = np.full((entry.input_size, entry.input_size, 3), 128, np.uint8)
+        verify_tflite(path, entry.quantize, [probe])  # uint8 input, post-process op last, int8 convs
+    assert entries["int8"].input_size == 256
 
 
 @pytest.mark.slow

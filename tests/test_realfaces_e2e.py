@@ -106,7 +106,7 @@ def test_real_photos_go_through_fetch_filter_shard_train_and_evaluate(tmp_path):
 
     import tensorflow as tf
 
-    from facedet.data.tfrecords import parse_example
+    from facedet.data.tfrecord_schema import parse_example
 
     examples = [parse_example(r) for r in tf.data.TFRecordDataset(sorted(map(str, (repo / "data/tfrecords")
                                                                              .glob("train.record-*"))))]

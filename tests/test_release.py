@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from facedet.params.loader import parse_params, read_params_file
-from facedet.pipeline.hashing import sha256_of
-from facedet.runtime.tflite_detector import TFLiteDetector, read_export_manifest
+from facedet.process.hashing import sha256_of
+from facedet.runtime.export_manifest import read_manifest
+from facedet.runtime.tflite_detector import TFLiteDetector
 
 REPO = Path(__file__).resolve().parents[1]
 RELEASE = REPO / "models" / "release"
@@ -37,11 +38,11 @@ def test_each_released_file_is_the_one_its_model_card_describes(path):
     from facedet.export.tflite import verify_tflite
 
     card = json.loads((RELEASE / "model_card.json").read_text())
-    entry = next(e for e in read_export_manifest(RELEASE) if e["file"] == path.name)
-    assert card["files"][entry["variant"]]["sha256"] == sha256_of(path)
+    entry = next(m for m in read_manifest(RELEASE) if m.file == path.name)
+    assert card["files"][entry.variant]["sha256"] == sha256_of(path)
     detector = TFLiteDetector(path)
-    assert detector.input_size == (entry["input_size"],) * 2 and detector.resize == "letterbox"
-    probe = np.full((entry["input_size"], entry["input_size"], 3), 128, np.uint8)
+    assert detector.input_size == (entry.input_size,) * 2 and detector.resize == "letterbox"
+    probe = np.full((entry.input_size, entry.input_size, 3), 128, np.uint8)
     verify_tflite(path, "int8", [probe])  # uint8 input, int8 convs, TFLite_Detection_PostProcess last
 
 

@@ -10,11 +10,11 @@ import tensorflow as tf
 from PIL import Image
 
 from facedet.model.anchors import anchor_boxes
-from facedet.params.sections import AugmentConfig
+from facedet.params.sections import AugmentParams
 from facedet.train.input import make_dataset
 from facedet.train.scale_crop import scale_crop
 
-from test_input import TINY, write_face_records
+from test_input import MATCHING, TINY, write_face_records
 
 
 def jpeg_with_block(height: int, width: int, block: tuple[int, int, int, int]) -> tuple[bytes, np.ndarray]:
@@ -82,10 +82,10 @@ def test_a_photo_without_faces_gives_a_crop_and_no_boxes():
 
 def test_training_with_scale_crop_is_seeded_and_yields_model_sized_batches(tmp_path):
     files = write_face_records(tmp_path, images=8)
-    augment = AugmentConfig(scale_crop=1.0, scale_crop_min=0.5, scale_crop_max=1.5)
+    augment = AugmentParams(scale_crop=1.0, scale_crop_min=0.5, scale_crop_max=1.5)
 
     def first_batches(seed: int):
-        dataset = make_dataset(files, anchor_boxes(TINY), 64, 4, training=True, augment=augment, seed=seed)
+        dataset = make_dataset(files, anchor_boxes(TINY), 64, 4, training=True, augment=augment, seed=seed, **MATCHING)
         return [images.numpy() for images, _ in dataset.take(2)]
 
     a, b, c = first_batches(3), first_batches(3), first_batches(4)
@@ -121,8 +121,8 @@ def test_training_with_short_side_crops_reads_the_param(tmp_path):
     files = write_face_records(tmp_path, images=8, shards=1)
     batches = []
     for of in ("input", "short_side"):
-        augment = AugmentConfig(scale_crop=1.0, scale_crop_min=0.3, scale_crop_max=2.0, scale_crop_of=of)
-        dataset = make_dataset(files, anchor_boxes(TINY), 64, 4, training=True, augment=augment, seed=2)
+        augment = AugmentParams(scale_crop=1.0, scale_crop_min=0.3, scale_crop_max=2.0, scale_crop_of=of)
+        dataset = make_dataset(files, anchor_boxes(TINY), 64, 4, training=True, augment=augment, seed=2, **MATCHING)
         batches.append(next(iter(dataset))[0].numpy())
     assert batches[0].shape == batches[1].shape == (4, 64, 64, 3)
     assert not np.array_equal(batches[0], batches[1])  # the same draws, another crop side

@@ -28,7 +28,7 @@ from facedet.export.metadata import (
 )
 from facedet.export.tflite import export_tflite
 from facedet.params.sections import ExportParams
-from facedet.runtime.detector import resize_bilinear
+from facedet.runtime.photo_fit import resize_bilinear
 from facedet.runtime.tflite_detector import OUTPUT_NAMES, TFLiteDetector, load_interpreter
 
 from standin_detector import SIZE, build_standin, face_image, standin_anchors

@@ -14,8 +14,9 @@ import tensorflow as tf
 
 from facedet.export.tflite import export_tflite
 from facedet.params.sections import ExportParams
-from facedet.runtime.detector import LETTERBOX_FILL, fit_to_input
-from facedet.runtime.tflite_detector import EXPORT_MANIFEST, TFLiteDetector
+from facedet.runtime.photo_fit import LETTERBOX_FILL, fit_to_input
+from facedet.runtime.export_manifest import MANIFEST_NAME
+from facedet.runtime.tflite_detector import TFLiteDetector
 
 from standin_detector import GRID, build_standin, face_image, standin_anchors
 
@@ -97,7 +98,7 @@ def test_the_runner_takes_the_resize_mode_from_the_export_manifest(anchor_box_mo
     shipped = tmp_path / anchor_box_model.name
     shipped.write_bytes(anchor_box_model.read_bytes())
     assert TFLiteDetector(shipped).resize == "stretch"  # no manifest: the plain resize
-    (tmp_path / EXPORT_MANIFEST).write_text(json.dumps({"models": [
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"models": [
         {"file": shipped.name, "variant": "float", "quantize": "float", "input_size": 64, "resize": "letterbox",
          "trained_input_size": 64}]}))
     assert TFLiteDetector(shipped).resize == "letterbox"

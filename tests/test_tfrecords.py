@@ -14,15 +14,13 @@ from PIL import Image
 
 from facedet.data.filtering import load_filtered, run_filter
 from facedet.data.synthetic import write_synthetic_dataset
-from facedet.data.tfrecords import (
+from facedet.data.tfrecord_schema import label_map_text, parse_example, shard_paths
+from facedet.data.tfrecord_writer import (
     ExampleEncoder,
     ShardCheckError,
     check_shards,
     image_for_shard,
-    label_map_text,
     make_example,
-    parse_example,
-    shard_paths,
     write_shards,
 )
 from facedet.data.wider_archive import WiderArchive
@@ -212,7 +210,7 @@ def test_shard_bytes_are_identical_across_runs(tmp_path):
     import sys
     from pathlib import Path
 
-    script = ("import sys, numpy as np\nfrom facedet.data.tfrecords import make_example, write_shards\n"
+    script = ("import sys, numpy as np\nfrom facedet.data.tfrecord_writer import make_example, write_shards\n"
               "ex = [make_example(b'img%d' % i, 'e/%d.jpg' % i, 10, 10, np.array([[1, 2, 3, 4]])) for i in range(5)]\n"
               "write_shards(sys.argv[1], ex, 1)\n")
     repo = str(Path(__file__).resolve().parents[1])

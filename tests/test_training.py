@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import pytest
 
-from facedet.params.sections import AugmentConfig, EvaluateParams, LossConfig, TrainParams
+from facedet.params.sections import AugmentParams, EvaluateParams, LossParams, TrainParams
 from facedet.runtime.keras_detector import KerasDetector
 from facedet.train.curves import restore_live_files
 from facedet.train.fused_batch_norm import FusedBatchNormalization, fused_batch_norm
@@ -299,7 +299,7 @@ def test_a_checkpoint_that_does_not_load_is_set_aside_and_training_resumes_from_
 
 
 def test_a_corrupt_shard_is_named_before_any_checkpoint_is_touched(tmp_path):
-    from facedet.data.tfrecords import CorruptShardError
+    from facedet.data.tfrecord_schema import CorruptShardError
 
     files = write_face_records(tmp_path, images=8)
     ckpt = tmp_path / "checkpoints"
@@ -320,8 +320,8 @@ def test_the_recipe_options_train_through_the_loop(tmp_path):
     files = write_face_records(tmp_path, images=8)
     params = dataclasses.replace(
         PARAMS, steps=4, checkpoint_every=4, assignment="atss", atss_top_k=4,
-        loss=LossConfig(classification="qfl", box_iou="giou", localization_weight=0.0),
-        augment=AugmentConfig(scale_crop=1.0, scale_crop_of="short_side", scale_crop_min=0.3, scale_crop_max=2.0))
+        loss=LossParams(classification="qfl", box_iou="giou", localization_weight=0.0),
+        augment=AugmentParams(scale_crop=1.0, scale_crop_of="short_side", scale_crop_min=0.3, scale_crop_max=2.0))
     config = dataclasses.replace(TINY, head_norm="group")
     metrics = train(params, config, files, tmp_path / "detector", tmp_path / "checkpoints", None, val_files=files,
                     progress=False)

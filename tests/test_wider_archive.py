@@ -10,8 +10,8 @@ from test_wider_gt import GT
 from test_wider_mat import eval_set
 
 from facedet.data.wider_archive import WiderArchive
-from facedet.data.wider_gt import WiderFormatError
 from facedet.data.wider_mat import eval_mat_bytes
+from facedet.process.zips import UnsafeMemberError
 
 
 def _zip(path, members):
@@ -31,14 +31,14 @@ def test_archive_reads_members_in_place_and_names_what_is_missing(tmp_path):
     text, source = archive.gt_txt("val")
     assert source == "wider_face_split.zip:wider_face_split/wider_face_val_bbx_gt.txt"
     assert len(archive.records("val")) == 3
-    assert archive.image_paths("val") == ["0--Parade/a.jpg", "0--Parade/b.jpg"]
+    assert archive.read_image("val", "0--Parade/a.jpg") == b"jpeg-a"
     assert archive.read_image("val", "0--Parade/b.jpg") == b"jpeg-b"
     assert [g.key for g in archive.eval_ground_truth()] == [i.key for i in images]
     with pytest.raises(FileNotFoundError, match=r"WIDER_val.zip: member 'WIDER_val/images/0--Parade/zz.jpg'"):
         archive.read_image("val", "0--Parade/zz.jpg")
     with pytest.raises(FileNotFoundError, match="WIDER_train.zip"):
         archive.read_image("train", "0--Parade/a.jpg")
-    with pytest.raises(WiderFormatError, match="unsafe"):
+    with pytest.raises(UnsafeMemberError, match="unsafe"):
         archive.read_image("val", "../etc/passwd")
     with pytest.raises(FileNotFoundError, match="wider_face_train_bbx_gt.txt"):
         archive.gt_txt("train")
@@ -46,5 +46,5 @@ def test_archive_reads_members_in_place_and_names_what_is_missing(tmp_path):
 
 def test_archive_rejects_a_zip_with_unsafe_member_names(tmp_path):
     _zip(tmp_path / "WIDER_val.zip", {"WIDER_val/images/../../evil.jpg": b"x"})
-    with pytest.raises(WiderFormatError, match="unsafe member name"):
-        WiderArchive(tmp_path).image_paths("val")
+    with pytest.raises(UnsafeMemberError, match="unsafe member name"):
+        WiderArchive(tmp_path).read_image("val", "evil.jpg")

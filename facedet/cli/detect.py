@@ -4,7 +4,7 @@ folders of photos, videos or a photo's URL.
 The model is any `.tflite` from `facedet.export.tflite` (uint8 input [1, H, W, 3],
 TFLite_Detection_PostProcess outputs), run by facedet.runtime.tflite_detector (resize as its
 export.json says, else plain resize); by default the released model, RELEASED_MODEL. The old form
-`facedet detect MODEL.tflite INPUT` still works. Outputs (facedet.runtime.detect):
+`facedet detect MODEL.tflite INPUT` still works. Outputs (facedet.runtime.file_runner):
 
     --format json (default)  OUT/<name>.json + OUT/<name>.jpg (drawn) per image;
                              OUT/<name>.jsonl (a line per frame) + OUT/<name>.mp4 (drawn) per video
@@ -30,9 +30,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from facedet.runtime.detect import (detect_each, detect_faces, detect_video, is_video, list_inputs,
+from facedet.runtime.file_runner import (detect_each, detect_faces, detect_video, is_video, list_inputs,
                                     output_name)
-from facedet.runtime.detector import RECOMMENDED_SCORE_THRESHOLD, Detector
+from facedet.runtime.detector_protocol import RECOMMENDED_SCORE_THRESHOLD, Detector
 from facedet.runtime.output_guard import OutputGuard
 
 # The released real-face model (models/release/model_card.md): the phone-size int8 file, in this checkout.
@@ -219,7 +219,7 @@ def write_wider(detector: Detector, guard: OutputGuard, images: list[Path], root
                 report: Callable[[ValueError], None], labels: dict[Path, str]) -> None:
     """OUT/<event>/<stem>.txt per image (facedet.evaluate.submission's format), each written atomically."""
     from facedet.evaluate.submission import format_prediction_file
-    from facedet.pipeline.atomic import write_text_atomic
+    from facedet.process.atomic import write_text_atomic
 
     names = {image: Path("images", image.stem) if image in labels else wider_name(image, root) for image in images}
     guard.check(name.with_suffix(".txt") for name in names.values())
@@ -242,7 +242,7 @@ def write_coco(detector: Detector, guard: OutputGuard, images: list[Path], root:
 
     from facedet.data.wider_gt import eval_key
     from facedet.evaluate.coco_eval import coco_detections, coco_ground_truth
-    from facedet.pipeline.atomic import write_text_atomic
+    from facedet.process.atomic import write_text_atomic
 
     guard.check([Path(COCO_RESULTS), Path(COCO_IMAGES)])
     found, detections = [], {}

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from facedet.data.wider_mat import read_eval_ground_truth
     from facedet.evaluate.submission import read_predictions
     from facedet.evaluate.wider_eval import evaluate_wider
-    from facedet.pipeline.atomic import write_text_atomic
+    from facedet.process.atomic import write_text_atomic
 
     ground_truth = read_eval_ground_truth(args.gt)
     with warnings.catch_warnings(record=True) as caught:

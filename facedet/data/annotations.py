@@ -13,7 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from facedet.data.images import ImageError, read_header
+from facedet.model.boxes import clip_pixel_xyxy, pixel_xyxy_to_xywh
 
 EDGE_TOLERANCE_PX = 1.0
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what the gt txt format (and the shard stage) takes
@@ -63,12 +66,9 @@ def wider_row(x1: float, y1: float, x2: float, y2: float, size: ImageSize, where
     if x1 < -tol or y1 < -tol or x2 > size.width + tol or y2 > size.height + tol:
         raise AnnotationError(f"{where}: box (x {x1} to {x2}, y {y1} to {y2}) lies outside the "
                               f"{size.width}x{size.height} image")
-    x1, y1 = max(x1, 0.0), max(y1, 0.0)
-    x2, y2 = min(x2, float(size.width)), min(y2, float(size.height))
-    left, top = math.floor(x1 + 0.5), math.floor(y1 + 0.5)
-    w = max(1, math.floor(x2 + 0.5) - left)
-    h = max(1, math.floor(y2 + 0.5) - top)
-    return [left, top, w, h, 0, 0, 0, int(invalid), int(occlusion), 0]
+    clipped = clip_pixel_xyxy(np.array([x1, y1, x2, y2]), size.height, size.width)
+    left, top, w, h = pixel_xyxy_to_xywh(np.floor(clipped + 0.5)).astype(int).tolist()
+    return [left, top, max(1, w), max(1, h), 0, 0, 0, int(invalid), int(occlusion), 0]
 
 
 def check_image_name(name: str, where: str) -> str:

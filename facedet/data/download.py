@@ -26,9 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.pipeline.disk import DiskFullError, human, is_disk_full, require_free_space
-from facedet.pipeline.hashing import CHUNK, sha256_of
+from facedet.process.atomic import write_text_atomic
+from facedet.process.disk import DiskFullError, human, is_disk_full, require_free_space
+from facedet.process.hashing import CHUNK, sha256_of
 
 
 class Pin(NamedTuple):
@@ -164,43 +164,53 @@ class Downloader:
             require_free_space(download_dir, size - min(have, size), f"downloading {name} ({human(size)})")
         errors: list[str] = []
         for url in urls:
-            last = ""
-            attempt = 0
-            while attempt < self.retries:
-                attempt += 1
-                try:
-                    resumed_from = self._transfer(url, part, size)
-                    problem = _verify(part, size, sha) or self._content_problem(part, check)
-                    if problem:
-                        part.unlink(missing_ok=True)
-                        if resumed_from:  # the kept part may hold another mirror's bytes: once more from zero
-                            last = f"{problem} after resuming at byte {resumed_from}"
-                            attempt -= 1  # not this mirror's fault (at most once: the next try starts at 0)
-                            continue
-                        if pin and problem == "sha256 mismatch":
-                            problem += f" (expected {pin.sha256[:12]}..., {pin.source})"
-                        elif pin and problem.startswith("size"):
-                            problem += f" ({pin.source})"
-                        raise _MirrorRefused(problem)
-                    os.replace(part, final)
-                    return Downloaded(final, url)
-                except _MirrorRefused as err:
-                    last = str(err)
-                    break
-                except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
-                    if is_disk_full(err):  # not the network's fault: no retry, and give the space back
-                        got = part.stat().st_size if part.exists() else 0
-                        part.unlink(missing_ok=True)
-                        wanted = f" of {human(size)}" if size else ""
-                        raise DiskFullError(f"{part}: disk full after {human(got)}{wanted} of {name}; removed the "
-                                            f"partial file: free {human(size or got)} in {download_dir} and run "
-                                            "again") from None
-                    last = f"{type(err).__name__}: {getattr(err, 'reason', None) or err}"
-                    if attempt < self.retries:
-                        time.sleep(self.backoff * 2 ** (attempt - 1))
-            errors.append(f"{url} ({last})")
+            got = self._from_mirror(name, url, part, pin, check)
+            if isinstance(got, str):
+                errors.append(f"{url} ({got})")
+                continue
+            os.replace(part, final)
+            return Downloaded(final, url)
         tried = "; ".join(errors) if errors else "no mirror lists it"
         raise DownloadError(f"could not download {name}: tried {tried}." + (f" {self.hint}" if self.hint else ""))
+
+    def _from_mirror(self, name: str, url: str, part: Path, pin: Pin | None,
+                     check: Callable[[Path], object] | None) -> Path | str:
+        """Download `url` into `part` (resumed, retried `retries` times with backoff) and verify it: the
+        verified `part`, or why this mirror failed. DiskFullError (the partial file removed) on a full disk."""
+        size, sha = (pin.size, pin.sha256) if pin else (None, None)
+        last = ""
+        attempt = 0
+        while attempt < self.retries:
+            attempt += 1
+            try:
+                resumed_from = self._transfer(url, part, size)
+                problem = _verify(part, size, sha) or self._content_problem(part, check)
+                if not problem:
+                    return part
+                part.unlink(missing_ok=True)
+                if resumed_from:  # the kept part may hold another mirror's bytes: once more from zero
+                    last = f"{problem} after resuming at byte {resumed_from}"
+                    attempt -= 1  # not this mirror's fault (at most once: the next try starts at 0)
+                    continue
+                if pin and problem == "sha256 mismatch":
+                    problem += f" (expected {pin.sha256[:12]}..., {pin.source})"
+                elif pin and problem.startswith("size"):
+                    problem += f" ({pin.source})"
+                return problem
+            except _MirrorRefused as err:
+                return str(err)
+            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
+                if is_disk_full(err):  # not the network's fault: no retry, and give the space back
+                    got = part.stat().st_size if part.exists() else 0
+                    part.unlink(missing_ok=True)
+                    wanted = f" of {human(size)}" if size else ""
+                    raise DiskFullError(f"{part}: disk full after {human(got)}{wanted} of {name}; removed the "
+                                        f"partial file: free {human(size or got)} in {part.parent} and run "
+                                        "again") from None
+                last = f"{type(err).__name__}: {getattr(err, 'reason', None) or err}"
+                if attempt < self.retries:
+                    time.sleep(self.backoff * 2 ** (attempt - 1))
+        return last
 
     @staticmethod
     def _content_problem(path: Path, check: Callable[[Path], object] | None) -> str:
@@ -279,17 +289,3 @@ def _content_range_start(header: str | None) -> int:
         return int(header.split()[1].split("-")[0]) if header else -1
     except (IndexError, ValueError):
         return -1
-
-
-def download_file(name: str, urls: list[str], download_dir: str | os.PathLike, size: int | None = None,
-                  sha256: str | None = None, retries: int = 3, timeout: float = 60, backoff: float = 1.0,
-                  progress: bool = True, hint: str = "") -> Path:
-    """Download `name` from the first of `urls` that delivers it with `size` and `sha256`
-    (see `Downloader.download`; `hint` ends its errors). Returns the verified path."""
-    pin = Pin(size, sha256, "given") if sha256 or size else None
-    return Downloader(retries, timeout, backoff, progress, hint).download(name, urls, download_dir, pin).path
-
-
-def mirror_urls(mirrors: list[str], name: str) -> list[str]:
-    """'<mirror>/<name>' for every mirror base URL (http(s):// or file://)."""
-    return [f"{m.rstrip('/')}/{name}" for m in mirrors]

@@ -36,13 +36,12 @@ from facedet.data.wider_archive import (
     SPLIT_ZIP,
     TRAIN_SOURCES_MEMBER,
     image_member,
-    stored_zip_writer,
-    zip_bytes,
 )
 from facedet.data.wider_gt import WiderRecord, format_gt_txt
 from facedet.params.sections import ExtraSource
-from facedet.pipeline.hashing import sha256_of
-from facedet.pipeline.paths import EXTRA_DIR
+from facedet.process.hashing import sha256_of
+from facedet.process.paths import EXTRA_DIR
+from facedet.process.zips import stored_zip_writer, zip_bytes
 
 
 @dataclass

@@ -30,8 +30,9 @@ from facedet.data.image_check import decode_problem
 from facedet.data.images import CONVERTIBLE_MODES, ImageError, read_header
 from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_gt import FACE_COLUMNS, WiderRecord
+from facedet.model.boxes import clip_pixel_xyxy, pixel_xywh_to_xyxy, pixel_xyxy_to_xywh
 from facedet.params.sections import FilterParams
-from facedet.pipeline.lifetime import die_with_parent
+from facedet.process.lifetime import die_with_parent
 
 SUPPORTED_MODES = CONVERTIBLE_MODES  # what the shard stage can store as RGB
 # reasons, in the order they are checked (a face/image is counted under the first that applies)
@@ -104,7 +105,7 @@ def filter_faces(gt_rows: np.ndarray, width: int, height: int, params: FilterPar
     dropped: Counter = Counter()
     kept = []
     for row in np.asarray(gt_rows, np.int64).reshape(-1, 10):
-        x1, y1, w, h, blur, _expr, _illum, invalid, occlusion, pose = (int(v) for v in row)
+        _x, _y, w, h, blur, _expr, _illum, invalid, occlusion, pose = (int(v) for v in row)
         row = row.copy()
         if w <= 0 or h <= 0:
             dropped["degenerate"] += 1
@@ -112,14 +113,13 @@ def filter_faces(gt_rows: np.ndarray, width: int, height: int, params: FilterPar
         if params.drop_invalid and invalid:
             dropped["invalid"] += 1
             continue
+        corners = pixel_xywh_to_xyxy(row[:4])
         if params.clip_to_image:
-            cx1, cy1 = max(x1, 0), max(y1, 0)
-            cx2, cy2 = min(x1 + w, width), min(y1 + h, height)
-            if cx2 <= cx1 or cy2 <= cy1:
+            row[:4] = pixel_xyxy_to_xywh(clip_pixel_xyxy(corners, height, width))
+            if row[2] <= 0 or row[3] <= 0:
                 dropped["outside_image"] += 1
                 continue
-            row[:4] = (cx1, cy1, cx2 - cx1, cy2 - cy1)
-        elif x1 >= width or y1 >= height or x1 + w <= 0 or y1 + h <= 0:
+        elif corners[0] >= width or corners[1] >= height or corners[2] <= 0 or corners[3] <= 0:
             dropped["outside_image"] += 1
             continue
         if min(row[2], row[3]) < params.min_face_px:

@@ -40,13 +40,12 @@ from facedet.data.wider_archive import (
     check_archive,
     eval_mat_members,
     image_member,
-    stored_zip_writer,
-    zip_bytes,
 )
 from facedet.data.wider_fetch import PUBLISHED, write_raw_archives
 from facedet.data.wider_gt import SPLITS, WiderFormatError, WiderRecord, is_image_path, parse_gt_txt
 from facedet.data.wider_mat import EVAL_MAT_FILES, eval_images_of, eval_mat_bytes, read_eval_ground_truth
-from facedet.pipeline.hashing import sha256_of
+from facedet.process.hashing import sha256_of
+from facedet.process.zips import stored_zip_writer, zip_bytes
 
 SOURCES_JSON = "sources.json"
 GENERATED_SUBSETS_RULE = ("no evaluation .mat files: written from wider_face_val_bbx_gt.txt; every valid face "

@@ -32,11 +32,10 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from facedet.data.wider_archive import (
     EVAL_GT_DIR_MEMBER,
@@ -45,11 +44,20 @@ from facedet.data.wider_archive import (
     IMAGES_ZIP,
     SPLIT_ZIP,
     image_member,
-    zip_bytes,
+)
+from facedet.data.synthetic_face import (
+    SKIN_TONES,
+    SyntheticFace,
+    face_patch,
+    jittered_color,
+    occlude,
+    random_color,
+    rotated_box,
 )
 from facedet.data.wider_gt import WiderRecord, format_gt_txt
 from facedet.data.wider_mat import eval_images_of, eval_mat_bytes
 from facedet.params.sections import SyntheticParams
+from facedet.process.zips import zip_bytes
 
 # (event folder, file-name words) like the real WIDER events
 EVENTS = (
@@ -64,14 +72,6 @@ SPLIT_IDS = {"train": 0, "val": 1}
 MIN_FACE_PX = 10
 JPEG_QUALITY = 90
 
-SKIN_TONES = np.array([
-    (255, 224, 196), (241, 194, 167), (224, 172, 138), (198, 134, 98), (175, 118, 82),
-    (141, 85, 56), (110, 66, 42), (84, 50, 33), (233, 190, 150), (205, 150, 110),
-], np.float64)
-HAIR_COLORS = np.array([
-    (20, 16, 14), (45, 30, 20), (80, 50, 30), (120, 80, 45), (190, 150, 90), (150, 150, 150),
-    (140, 60, 30), (35, 35, 40),
-], np.float64)
 
 
 def subset_membership(gt_rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -88,14 +88,6 @@ def subset_membership(gt_rows: np.ndarray) -> dict[str, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------
 # drawing
-
-
-def _color(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(low, high, 3))
-
-
-def _jitter(rng: np.random.Generator, base: np.ndarray, amount: float) -> tuple[int, int, int]:
-    return tuple(int(v) for v in np.clip(base + rng.normal(0, amount, 3), 0, 255))
 
 
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -131,7 +123,7 @@ def _distractors(rng: np.random.Generator, draw: ImageDraw.ImageDraw, width: int
         size = float(np.exp(rng.uniform(math.log(6), math.log(max(min(width, height) * 0.6, 8)))))
         x, y = rng.uniform(-size / 2, width), rng.uniform(-size / 2, height)
         w, h = size * rng.uniform(0.3, 2.5), size * rng.uniform(0.3, 2.5)
-        color = _color(rng)
+        color = random_color(rng)
         kind = rng.integers(0, 4)
         if kind == 0:
             draw.rectangle([x, y, x + w, y + h], fill=color)
@@ -148,36 +140,16 @@ def _distractors(rng: np.random.Generator, draw: ImageDraw.ImageDraw, width: int
             w, h = size, size * rng.uniform(0.6, 1.6)
             x, y = rng.uniform(0, width - w / 2), rng.uniform(0, height - h / 2)
             skin = SKIN_TONES[rng.integers(len(SKIN_TONES))]
-            draw.ellipse([x, y, x + w, y + h], fill=_jitter(rng, skin, 10))
+            draw.ellipse([x, y, x + w, y + h], fill=jittered_color(rng, skin, 10))
 
 
-@dataclass
-class _Face:
-    x1: int
-    y1: int
-    w: int
-    h: int
-    blur: int = 0
-    expression: int = 0
-    illumination: int = 0
-    invalid: int = 0
-    occlusion: int = 0
-    pose: int = 0
-    angle: float = 0.0
-    profile: float = 0.0
-
-    def row(self) -> list[int]:
-        return [self.x1, self.y1, self.w, self.h, self.blur, self.expression, self.illumination,
-                self.invalid, self.occlusion, self.pose]
-
-
-def _place_faces(rng: np.random.Generator, width: int, height: int, max_faces: int) -> list[_Face]:
+def _place_faces(rng: np.random.Generator, width: int, height: int, max_faces: int) -> list[SyntheticFace]:
     if max_faces <= 0 or rng.random() < 0.06:
         return []
     wanted = 1 + int(max_faces * rng.random() ** 1.6)
     wanted = min(wanted, max_faces)
     big = max(min(width, height) / 2 / 1.25, MIN_FACE_PX + 1)
-    faces: list[_Face] = []
+    faces: list[SyntheticFace] = []
     taken: list[tuple[float, float, float, float]] = []  # face boxes grown by the hair margin
     tries = 0
     while len(faces) < wanted and tries < wanted * 12:
@@ -197,7 +169,7 @@ def _place_faces(rng: np.random.Generator, width: int, height: int, max_faces: i
         if any(grown[0] < t[2] and t[0] < grown[2] and grown[1] < t[3] and t[1] < grown[3] for t in taken):
             continue
         taken.append(grown)
-        face = _Face(int(round(x)), int(round(y)), int(round(w)), int(round(h)))
+        face = SyntheticFace(int(round(x)), int(round(y)), int(round(w)), int(round(h)))
         r = rng.random(8)
         face.blur = 2 if r[0] < 0.06 else 1 if r[0] < 0.2 else 0
         face.expression = int(r[1] < 0.1)
@@ -216,146 +188,6 @@ def _place_faces(rng: np.random.Generator, width: int, height: int, max_faces: i
     return faces
 
 
-def _face_patch(rng: np.random.Generator, face: _Face, gray_scene: bool) -> tuple[Image.Image, float]:
-    """An RGBA patch of the face (hair margin around the face box) and its margin in px.
-
-    The face ellipse fills the box [margin, margin + w] x [margin, margin + h] of the unrotated patch.
-    """
-    w, h = face.w, face.h
-    ss = 5 if w < 30 else 3 if w < 90 else 2
-    m = 0.45 * w
-    pw, ph = int(math.ceil((w + 2 * m) * ss)), int(math.ceil((h + 2 * m) * ss))
-    skin = np.clip(SKIN_TONES[rng.integers(len(SKIN_TONES))] + rng.normal(0, 8, 3), 0, 255)
-    hair = np.clip(HAIR_COLORS[rng.integers(len(HAIR_COLORS))] + rng.normal(0, 6, 3), 0, 255)
-    skin_c = tuple(int(v) for v in skin)
-    hair_c = tuple(int(v) for v in hair)
-    dark_skin = tuple(int(v) for v in skin * 0.78)
-    patch = Image.new("RGBA", (pw, ph), skin_c + (0,))
-    d = ImageDraw.Draw(patch)
-    ox, oy = m * ss, m * ss
-    W, H = w * ss, h * ss
-
-    def box(x0: float, y0: float, x1: float, y1: float) -> list[float]:  # face-relative fractions
-        return [ox + x0 * W, oy + y0 * H, ox + x1 * W, oy + y1 * H]
-
-    style = rng.integers(0, 4)  # 0 short cap, 1 long hair, 2 bald/very short, 3 cap + fringe
-    if style == 1:
-        d.rounded_rectangle(box(-0.14, -0.1, 1.14, 1.05), radius=W * 0.4, fill=hair_c + (255,))
-    px = face.profile
-    # ears
-    d.ellipse(box(-0.07 + px * 1.5, 0.38, 0.1 + px * 1.5, 0.62), fill=dark_skin + (255,))
-    d.ellipse(box(0.9 + px * 1.5, 0.38, 1.07 + px * 1.5, 0.62), fill=dark_skin + (255,))
-    # neck
-    d.rectangle(box(0.3, 0.8, 0.7, 1.25), fill=dark_skin + (255,))
-    # face
-    d.ellipse(box(0, 0, 1, 1), fill=skin_c + (255,))
-    if style != 2:
-        top = rng.uniform(-0.16, -0.06)
-        line = rng.uniform(0.22, 0.34)
-        d.chord(box(-0.06, top, 1.06, 2 * line - top), 180, 360, fill=hair_c + (255,))
-        if style == 3:
-            d.chord(box(0.1 + px, line - 0.1, 0.75 + px, line + 0.08), 0, 180, fill=hair_c + (255,))
-    cx = 0.5 + px
-    eye_y = rng.uniform(0.43, 0.48)
-    eye_dx = rng.uniform(0.17, 0.21)
-    eye_w, eye_h = rng.uniform(0.15, 0.2), rng.uniform(0.07, 0.09)
-    iris = tuple(int(v) for v in rng.choice([(40, 25, 15), (60, 90, 130), (70, 110, 60), (30, 30, 30)]))
-    brow_c = tuple(int(v) for v in hair * 0.8)
-    for side in (-1, 1):
-        ex = cx + side * eye_dx
-        if px and side == -np.sign(px):
-            ex = cx + side * eye_dx * 0.55  # far eye of a profile face, foreshortened
-        if px and side == np.sign(px) and abs(px) > 0.2:
-            continue
-        d.rectangle(box(ex - eye_w / 2 - 0.01, eye_y - 0.1, ex + eye_w / 2 + 0.01, eye_y - 0.07), fill=brow_c + (255,))
-        d.ellipse(box(ex - eye_w / 2, eye_y - eye_h / 2, ex + eye_w / 2, eye_y + eye_h / 2), fill=(245, 245, 240, 255))
-        r = eye_h * 0.55
-        d.ellipse(box(ex - r * 0.85, eye_y - r, ex + r * 0.85, eye_y + r), fill=iris + (255,))
-        d.ellipse(box(ex - r * 0.35, eye_y - r * 0.4, ex + r * 0.35, eye_y + r * 0.4), fill=(5, 5, 5, 255))
-    if rng.random() < 0.1:  # glasses
-        for side in (-1, 1):
-            ex = cx + side * eye_dx
-            d.ellipse(box(ex - 0.12, eye_y - 0.08, ex + 0.12, eye_y + 0.08), outline=(20, 20, 20, 255),
-                      width=max(1, int(0.02 * W)))
-    # nose
-    nose_c = tuple(int(v) for v in skin * 0.7) + (255,)
-    d.polygon([tuple(box(cx + px * 0.6, 0.5, 0, 0)[:2]), tuple(box(cx - 0.06 + px, 0.65, 0, 0)[:2]),
-               tuple(box(cx + 0.06 + px, 0.65, 0, 0)[:2])], fill=nose_c)
-    # mouth
-    lips = (int(150 + rng.integers(0, 60)), int(50 + rng.integers(0, 30)), int(50 + rng.integers(0, 30)), 255)
-    mw = rng.uniform(0.15, 0.2)
-    if face.expression:
-        d.ellipse(box(cx - mw, 0.7, cx + mw, 0.88), fill=lips)
-        d.ellipse(box(cx - mw * 0.7, 0.73, cx + mw * 0.7, 0.85), fill=(50, 10, 15, 255))
-    else:
-        d.chord(box(cx - mw, 0.7, cx + mw, 0.82), 0, 180, fill=lips)
-    if rng.random() < 0.08 and style != 1:  # beard
-        d.chord(box(0.05, 0.5, 0.95, 1.04), 20, 160, fill=hair_c + (255,))
-        d.chord(box(cx - mw, 0.71, cx + mw, 0.81), 0, 180, fill=lips)
-
-    out_w, out_h = max(1, round(pw / ss)), max(1, round(ph / ss))
-    patch = patch.resize((out_w, out_h), Image.LANCZOS)
-    if face.angle:
-        patch = patch.rotate(face.angle, resample=Image.BICUBIC, expand=False)
-    # soft shading: darker towards the rim, a light side
-    arr = np.asarray(patch, np.float32).copy()
-    yy, xx = np.mgrid[0:out_h, 0:out_w].astype(np.float32)
-    ux, uy = (xx - out_w / 2) / max(w / 2, 1), (yy - out_h / 2) / max(h / 2, 1)
-    light = rng.uniform(-0.12, 0.12)
-    shade = np.clip(1.05 - 0.22 * (ux ** 2 + uy ** 2) + light * ux, 0.55, 1.15)
-    arr[..., :3] *= shade[..., None]
-    if face.illumination:
-        if rng.random() < 0.5:
-            arr[..., :3] *= rng.uniform(0.3, 0.45)
-        else:
-            arr[..., :3] = arr[..., :3] * 0.45 + 255 * 0.55
-    if face.invalid:
-        arr[..., 3] *= rng.uniform(0.25, 0.35)
-    if gray_scene:
-        arr[..., :3] = arr[..., :3].mean(axis=-1, keepdims=True)
-    patch = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGBA")
-    if face.blur:
-        radius = (0.035 * w + 0.4) if face.blur == 1 else (0.08 * w + 0.9)
-        patch = patch.filter(ImageFilter.GaussianBlur(radius))
-    return patch, m
-
-
-def _rotated_box(face: _Face) -> tuple[int, int, int, int]:
-    """Bounding box (x1, y1, w, h) of the face ellipse after rotating it about its centre."""
-    if not face.angle:
-        return face.x1, face.y1, face.w, face.h
-    t = math.radians(face.angle)
-    a, b = face.w / 2, face.h / 2
-    hw = math.sqrt((a * math.cos(t)) ** 2 + (b * math.sin(t)) ** 2)
-    hh = math.sqrt((a * math.sin(t)) ** 2 + (b * math.cos(t)) ** 2)
-    cx, cy = face.x1 + face.w / 2, face.y1 + face.h / 2
-    x1, y1 = int(round(cx - hw)), int(round(cy - hh))
-    return x1, y1, int(round(cx + hw)) - x1, int(round(cy + hh)) - y1
-
-
-def _occlude(rng: np.random.Generator, draw: ImageDraw.ImageDraw, face: _Face) -> None:
-    frac = rng.uniform(0.15, 0.35) if face.occlusion == 1 else rng.uniform(0.45, 0.7)
-    x, y, w, h = face.x1, face.y1, face.w, face.h
-    side = rng.integers(0, 4)
-    if side == 0:
-        rect = [x - 1, y + h * (1 - frac), x + w + 1, y + h + 1]
-    elif side == 1:
-        rect = [x - 1, y - 1, x + w * frac, y + h + 1]
-    elif side == 2:
-        rect = [x + w * (1 - frac), y - 1, x + w + 1, y + h + 1]
-    else:
-        rect = [x - 1, y - 1, x + w + 1, y + h * frac]
-    color = _color(rng, 0, 200)
-    draw.rectangle(rect, fill=color)
-    if rng.random() < 0.5:  # a striped object
-        stripe = _color(rng)
-        step = max(2.0, min(w, h) * 0.15)
-        yy = rect[1]
-        while yy < rect[3]:
-            draw.rectangle([rect[0], yy, rect[2], min(yy + step / 2, rect[3])], fill=stripe)
-            yy += step
-
-
 def render_image(rng: np.random.Generator, max_faces: int, min_side: int, max_side: int) -> tuple[bytes, np.ndarray]:
     """Draw one scene; returns (JPEG bytes, int32 (N, 10) gt rows with pixel x1, y1, w, h boxes)."""
     width, height = (int(v) for v in rng.integers(min_side, max_side + 1, 2))
@@ -365,20 +197,20 @@ def render_image(rng: np.random.Generator, max_faces: int, min_side: int, max_si
     _distractors(rng, draw, width, height)
     faces = _place_faces(rng, width, height, max_faces)
     for face in faces:  # torsos under every face, before any face is drawn
-        cloth = _color(rng)
+        cloth = random_color(rng)
         tw = face.w * rng.uniform(1.8, 2.6)
         cx = face.x1 + face.w / 2
         draw.rounded_rectangle([cx - tw / 2, face.y1 + face.h * 1.1, cx + tw / 2, face.y1 + face.h * 3.2],
                                radius=face.w * 0.4, fill=cloth)
     for face in faces:
-        patch, m = _face_patch(rng, face, gray)
+        patch, m = face_patch(rng, face, gray)
         img.paste(patch, (int(round(face.x1 - m)), int(round(face.y1 - m))), patch)
     for face in faces:
         if face.occlusion:
-            _occlude(rng, draw, face)
+            occlude(rng, draw, face)
     rows = []
     for face in faces:
-        face.x1, face.y1, face.w, face.h = _rotated_box(face)
+        face.x1, face.y1, face.w, face.h = rotated_box(face)
         rows.append(face.row())
     # global lighting: brightness/contrast/gamma and a colour cast, then sensor noise
     arr = np.asarray(img, np.float32)

@@ -1,23 +1,21 @@
 """The four official WIDERFace zips as data/raw holds them: their names and member layout, checking
-them, reading annotations and images straight from them (no unpacking), and writing zips like them
-deterministically (fixed dates and permissions, safe member names) so data/raw is byte-identical.
+them, and reading annotations and images straight from them (no unpacking). They are written with
+facedet.process.zips (fixed dates and permissions, safe member names), so data/raw is byte-identical.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import posixpath
 import threading
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from facedet.data.wider_gt import SPLITS, WiderFormatError, WiderRecord, parse_gt_txt
 from facedet.data.wider_mat import EVAL_MAT_FILES, EvalImage, read_eval_ground_truth
+from facedet.process.zips import check_member_name
 
 # official archive names and member layout
 IMAGES_ZIP = {"train": "WIDER_train.zip", "val": "WIDER_val.zip"}
@@ -33,60 +31,6 @@ TRAIN_SOURCES_MEMBER = f"{SPLIT_DIR_MEMBER}/train_sources.json"
 def image_member(split: str, rel_path: str) -> str:
     """Zip member name of image 'event/name.jpg' of `split` ('WIDER_<split>/images/...')."""
     return f"WIDER_{split}/images/{rel_path}"
-
-
-def check_member_name(name: str, what: str) -> str:
-    """`name` if it is a safe relative zip member name; WiderFormatError naming `what` if it is
-    absolute, has a drive letter or backslashes, or a '..' part (it could escape on extraction)."""
-    if not name or name.startswith(("/", "\\")) or "\\" in name or ":" in name.split("/", 1)[0] \
-            or any(part == ".." for part in name.split("/")):
-        raise WiderFormatError(f"{what}: unsafe member name {name!r} (absolute or '..')")
-    return name
-
-
-ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-
-
-def _fixed_info(name: str, compress: bool) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(check_member_name(name, "zip member"), date_time=ZIP_DATE)
-    info.create_system = 3
-    info.external_attr = (0o755 << 16 | 0x10) if name.endswith("/") else 0o644 << 16
-    info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    return info
-
-
-def zip_bytes(members: Mapping[str, bytes], compress: bool) -> bytes:
-    """A deterministic zip of `members` (name -> bytes): sorted names, fixed date and permissions,
-    deflated (level 6) if `compress` else stored. Same members give the same bytes."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name in sorted(members):
-            zf.writestr(_fixed_info(name, compress), members[name], compresslevel=6 if compress else None)
-    return buf.getvalue()
-
-
-@contextlib.contextmanager
-def stored_zip_writer(path: str | os.PathLike, mode: str = "w") -> Iterator[Callable[[str, bytes], None]]:
-    """Yield add(name, data), which writes one member stored (no compression) with fixed date and
-    permissions to the zip at `path` (mode "w": a new zip, "a": appended after its members), so the same
-    calls give the same bytes. Names are checked (WiderFormatError on an unsafe one)."""
-    with zipfile.ZipFile(path, mode) as out:
-        yield lambda name, data: out.writestr(_fixed_info(name, False), data)
-
-
-def repack_stored(src: str | os.PathLike, dst: str | os.PathLike, progress: Any = None) -> int:
-    """Copy zip `src` to `dst` with every member stored (no compression), in the same order, with the
-    same names and bytes, and fixed dates and permissions: readers then get a member with one seek
-    and no inflate (JPEGs barely compress, so the archive grows little). Member names are checked
-    (WiderFormatError on an unsafe one). progress: optional callable(n). Returns the member count."""
-    count = 0
-    with zipfile.ZipFile(src) as source, zipfile.ZipFile(dst, "w") as out:
-        for info in source.infolist():
-            out.writestr(_fixed_info(check_member_name(info.filename, str(src)), False), source.read(info))
-            count += 1
-            if progress:
-                progress(1)
-    return count
 
 
 def eval_mat_members(archive: zipfile.ZipFile, what: str) -> dict[str, str]:
@@ -106,7 +50,7 @@ def eval_mat_members(archive: zipfile.ZipFile, what: str) -> dict[str, str]:
 def check_archive(path: str | os.PathLike, name: str | None = None) -> int:
     """Check that `path` is the official archive `name` (default: its file name): a readable zip,
     only safe member names, and the members later stages read. Returns the member count.
-    Raises WiderFormatError or FileNotFoundError naming the file."""
+    Raises WiderFormatError, UnsafeMemberError or FileNotFoundError naming the file."""
     path = Path(path)
     name = name or path.name
     try:
@@ -212,13 +156,6 @@ class WiderArchive:
         _check_split(split)
         check_member_name(rel_path, IMAGES_ZIP[split])
         return self._read(IMAGES_ZIP[split], image_member(split, rel_path))
-
-    def image_paths(self, split: str) -> list[str]:
-        """Sorted 'event/name.jpg' paths of all images in WIDER_<split>.zip."""
-        _check_split(split)
-        prefix = image_member(split, "")
-        return sorted(n[len(prefix):] for n in self._zip(IMAGES_ZIP[split]).namelist()
-                      if n.startswith(prefix) and not n.endswith("/"))
 
     def eval_ground_truth(self) -> list[EvalImage]:
         """The official val ground truth read from eval_tools.zip (eval_tools/ground_truth/*.mat),

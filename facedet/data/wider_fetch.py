@@ -30,14 +30,13 @@ from facedet.data.wider_archive import (
     SPLIT_ZIP,
     check_archive,
     eval_mat_members,
-    repack_stored,
-    zip_bytes,
 )
 from facedet.data.wider_gt import WiderFormatError
 from facedet.data.wider_mat import EVAL_MAT_FILES
 from facedet.params.sections import Mirror, WiderfaceParams
-from facedet.pipeline.atomic import atomic_path
-from facedet.pipeline.disk import require_free_space
+from facedet.process.atomic import atomic_path
+from facedet.process.disk import require_free_space
+from facedet.process.zips import repack_stored, zip_bytes
 
 _TFDS = "published: tensorflow_datasets wider_face checksums.tsv"
 _MATS = "published: clibdev/WiderFace-Evaluation README (official ground truth)"

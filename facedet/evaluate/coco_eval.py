@@ -18,7 +18,6 @@ import numpy as np
 from facedet.data.wider_gt import eval_key
 
 DEFAULT_MAX_DETECTIONS = (1, 100, 1000)
-AREA_RANGES = ("all", "small", "medium", "large")
 
 
 class ImageWithBoxes(Protocol):

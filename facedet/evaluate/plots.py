@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from facedet.pipeline.atomic import atomic_path
+from facedet.process.atomic import atomic_path
 from facedet.runtime.drawing import draw_boxes
 
 PR_POINTS = 200

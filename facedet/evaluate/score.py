@@ -3,7 +3,7 @@ in the official submission layout, WIDER Easy/Medium/Hard AP (official protocol)
 (pycocotools), PR curves, recall by face size, and a grid of images with drawn boxes.
 
 The evaluate (Keras float model) and evaluate_tflite (shipped .tflite) stages both call
-`evaluate_detector` with a `facedet.runtime.detector.Detector`, so the two are scored by exactly the
+`evaluate_detector` with a `facedet.runtime.detector_protocol.Detector`, so the two are scored by exactly the
 same code; `int8_minus_float` is the quantization gap the evaluate_tflite stage reports.
 """
 
@@ -26,8 +26,9 @@ from facedet.evaluate import plots
 from facedet.evaluate.coco_eval import coco_metrics
 from facedet.evaluate.submission import write_predictions
 from facedet.evaluate.wider_eval import evaluate_matches, match_predictions, recall_by_face_size
-from facedet.pipeline.atomic import write_text_atomic
-from facedet.runtime.detector import Detector
+from facedet.process.atomic import write_text_atomic
+from facedet.runtime.detector_protocol import Detector
+from facedet.runtime.export_manifest import gap_name, split_variant, variant_name
 
 RECALL_SCORE_THRESHOLD = 0.5  # the operating point of the recall-by-face-size chart
 
@@ -89,13 +90,14 @@ def evaluate_detector(detector: Detector, archive: WiderArchive, coco_images: li
 
 
 def int8_minus_float(metrics: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """Per-variant metrics ('int8', 'float', 'int8_640', 'float_640', ...) -> the AP gaps of each int8
-    file to the float file at the same size: {'int8_minus_float[_<size>]': {'<metric>_ap': int8 - float}}."""
+    """Per-variant metrics ('int8', 'float', 'int8_640', 'float_640', ...: facedet.runtime.export_manifest)
+    -> the AP gaps of each int8 file to the float file at the same size:
+    {'int8_minus_float[_<size>]': {'<metric>_ap': int8 - float}}."""
     gaps = {}
-    for variant in [v for v in metrics if v.startswith("int8")]:
-        suffix = variant[len("int8"):]
-        float_metrics = metrics.get("float" + suffix)
-        if float_metrics:
-            gaps["int8_minus_float" + suffix] = {key: round(value - float_metrics[key], 6)
-                                                 for key, value in metrics[variant].items() if key.endswith("_ap")}
+    for variant, int8_metrics in metrics.items():
+        quantize, size = split_variant(variant) or ("", None)
+        float_metrics = metrics.get(variant_name("float", size))
+        if quantize == "int8" and float_metrics:
+            gaps[gap_name(size)] = {key: round(value - float_metrics[key], 6)
+                                    for key, value in int8_metrics.items() if key.endswith("_ap")}
     return gaps

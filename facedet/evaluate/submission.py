@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facedet.pipeline.atomic import atomic_path
-from facedet.runtime.detector import sort_by_score
+from facedet.process.atomic import atomic_path
+from facedet.runtime.detector_protocol import sort_by_score
 
 COORD_FORMAT = "{:.2f}"
 SCORE_FORMAT = "{:.6f}"

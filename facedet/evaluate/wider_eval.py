@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facedet.data.wider_mat import SUBSETS, EvalImage
+from facedet.model.boxes import pixel_xywh_to_xyxy
 
 IOU_THRESHOLD = 0.5
 THRESHOLD_COUNT = 1000
@@ -187,9 +188,9 @@ def match_predictions(ground_truth: Sequence[EvalImage], predictions: Mapping[st
 
 
 def _corners(boxes_xywh: np.ndarray) -> tuple[np.ndarray, ...]:
-    """x1, y1, x2 = x1 + w, y2 = y1 + h and the official +1 area `(x2-x1+1)*(y2-y1+1)`."""
-    x1, y1 = boxes_xywh[:, 0], boxes_xywh[:, 1]
-    x2, y2 = x1 + boxes_xywh[:, 2], y1 + boxes_xywh[:, 3]
+    """(N, 4) pixel `x, y, w, h` -> pixel x1, y1, x2 = x1 + w, y2 = y1 + h, each (N,), and the official +1
+    area `(x2-x1+1)*(y2-y1+1)`."""
+    x1, y1, x2, y2 = pixel_xywh_to_xyxy(boxes_xywh).T
     return x1, y1, x2, y2, (x2 - x1 + 1) * (y2 - y1 + 1)
 
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from facedet.model.anchors import DetectorConfig
-from facedet.pipeline.atomic import atomic_path
+from facedet.model.config import DetectorConfig
+from facedet.process.atomic import atomic_path
 from facedet.runtime.tflite_detector import POSTPROCESS_OP, PostProcessParams
 
 LABEL_FILE = "labels.txt"

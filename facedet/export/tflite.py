@@ -36,8 +36,8 @@ from typing import Literal
 import numpy as np
 
 from facedet.model.boxes import SCALE_FACTORS, corners_to_centre
-from facedet.pipeline.atomic import atomic_path
-from facedet.runtime.detector import fit_to_input
+from facedet.process.atomic import atomic_path
+from facedet.runtime.photo_fit import fit_to_input
 from facedet.runtime.tflite_detector import (
     OUTPUT_NAMES,
     POSTPROCESS_OP,
@@ -348,14 +348,14 @@ def representative_images(tfrecord_paths: Iterable[str | os.PathLike], count: in
                           input_size: int | tuple[int, int], resize: str) -> Iterator[np.ndarray]:
     """`count` images spread evenly over the TFRecords (every k-th record, shards in sorted name
     order), decoded and fitted to the model input as the runner does (`resize`: 'stretch' or
-    'letterbox', see facedet.runtime.detector): uint8 (H, W, 3) each. Spread, because the first records of sorted WIDER shards all come from
+    'letterbox', see facedet.runtime.photo_fit): uint8 (H, W, 3) each. Spread, because the first records of sorted WIDER shards all come from
     the first events (0--Parade), which would calibrate narrow activation ranges.
 
     Deterministic: no shuffling, so the same shards always calibrate the same way.
     """
     import tensorflow as tf
 
-    from facedet.data.tfrecords import parse_example
+    from facedet.data.tfrecord_schema import parse_example
 
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     paths = sorted(str(p) for p in tfrecord_paths)

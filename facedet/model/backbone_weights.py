@@ -13,7 +13,7 @@ import h5py
 import keras
 import numpy as np
 
-from facedet.pipeline.hashing import sha256_of
+from facedet.process.hashing import sha256_of
 
 
 class BackboneWeightsError(RuntimeError):

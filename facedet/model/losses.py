@@ -14,10 +14,11 @@ Labels per anchor: 1 face, 0 background, -1 ignored (IoU between the two thresho
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import tensorflow as tf
 
 from facedet.model.boxes import aligned_iou, corners_to_centre, decode_boxes, encode_boxes, pairwise_iou
-from facedet.params.sections import LossConfig, TrainParams
 
 POSITIVE, NEGATIVE, IGNORED = 1, 0, -1
 # Decoded box sides are kept within e^4.135 (~62x) of their anchor's: mmdetection's bound, so a wild
@@ -26,8 +27,40 @@ _MAX_LOG_RATIO = 4.135
 _EPS = 1e-7
 
 
-def assign_targets(gt_boxes: tf.Tensor, anchors: tf.Tensor, positive_iou: float = TrainParams.positive_iou,
-                   negative_iou: float = TrainParams.negative_iou) -> tuple[tf.Tensor, tf.Tensor]:
+class LossSettings(Protocol):
+    """What `detection_loss` reads; training passes params.yaml `train.loss` (facedet.params.sections.LossParams,
+    whose docstring says what each knob does)."""
+
+    @property
+    def classification(self) -> str: ...  # 'hard_negative_mining', 'focal' or 'qfl'
+
+    @property
+    def negatives_per_positive(self) -> float: ...
+
+    @property
+    def min_negatives(self) -> int: ...
+
+    @property
+    def focal_alpha(self) -> float: ...
+
+    @property
+    def focal_gamma(self) -> float: ...
+
+    @property
+    def qfl_beta(self) -> float: ...
+
+    @property
+    def localization_weight(self) -> float: ...
+
+    @property
+    def box_iou(self) -> str: ...  # 'none', 'giou', 'diou' or 'eiou'
+
+    @property
+    def box_iou_weight(self) -> float: ...
+
+
+def assign_targets(gt_boxes: tf.Tensor, anchors: tf.Tensor, positive_iou: float,
+                   negative_iou: float) -> tuple[tf.Tensor, tf.Tensor]:
     """Match one image's faces to the anchors.
 
     gt_boxes: float32 (N, 4) normalised `[ymin, xmin, ymax, xmax]` (N may be 0; empty boxes are ignored).
@@ -61,8 +94,8 @@ def assign_targets(gt_boxes: tf.Tensor, anchors: tf.Tensor, positive_iou: float 
     return box_targets, tf.cast(labels, tf.int32)
 
 
-def assign_targets_atss(gt_boxes: tf.Tensor, anchors: tf.Tensor, level_counts: tuple[int, ...] = (),
-                        top_k: int = TrainParams.atss_top_k) -> tuple[tf.Tensor, tf.Tensor]:
+def assign_targets_atss(gt_boxes: tf.Tensor, anchors: tf.Tensor, level_counts: tuple[int, ...] = (), *,
+                        top_k: int) -> tuple[tf.Tensor, tf.Tensor]:
     """Match one image's faces to the anchors by ATSS (adaptive training sample selection).
 
     gt_boxes: float32 (N, 4) normalised `[ymin, xmin, ymax, xmax]` (N may be 0; empty boxes are ignored).
@@ -114,7 +147,7 @@ def assign_targets_atss(gt_boxes: tf.Tensor, anchors: tf.Tensor, level_counts: t
     return box_targets, tf.cast(labels, tf.int32)
 
 
-def _hard_negative_mask(negative_loss: tf.Tensor, num_positives: tf.Tensor, config: LossConfig) -> tf.Tensor:
+def _hard_negative_mask(negative_loss: tf.Tensor, num_positives: tf.Tensor, config: LossSettings) -> tf.Tensor:
     """(B, A) per-anchor loss of negatives (0 elsewhere), (B,) positives -> (B, A) bool: the hardest negatives."""
     keep = tf.cast(tf.math.ceil(num_positives * config.negatives_per_positive), tf.int32)
     keep = tf.maximum(keep, config.min_negatives)
@@ -164,7 +197,7 @@ def quality_focal_loss(logits: tf.Tensor, quality: tf.Tensor, beta: float) -> tf
 
 
 def detection_loss(box_targets: tf.Tensor, labels: tf.Tensor, box_encodings: tf.Tensor,
-                   class_logits: tf.Tensor, config: LossConfig = LossConfig(),
+                   class_logits: tf.Tensor, config: LossSettings,
                    anchors: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
     """SSD loss of one batch.
 

@@ -20,9 +20,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from facedet.model.anchors import DetectorConfig, anchor_boxes
+from facedet.model.anchors import anchor_boxes
 from facedet.model.backbone_weights import BackboneWeightsError, load_backbone_weights
-from facedet.params.sections import TrainParams
+from facedet.model.config import DetectorConfig
 
 # MobileNetV2 layers read at each stride (the TF OD API's ssd_mobilenet_v2 taps, plus stride 8).
 BACKBONE_TAPS = {8: "block_6_expand_relu", 16: "block_13_expand_relu", 32: "out_relu"}
@@ -51,8 +51,8 @@ def _downsample(x, filters: int, name: str):
 
 
 @contextlib.contextmanager
-def _socket_timeout(seconds: float):
-    """Keras' weight download (urllib, no timeout of its own) gives up after `seconds` without data."""
+def _socket_timeout(seconds: float | None):
+    """Keras' weight download (urllib, no timeout of its own) gives up after `seconds` without data (None: never)."""
     before = socket.getdefaulttimeout()
     socket.setdefaulttimeout(seconds)
     try:
@@ -62,13 +62,14 @@ def _socket_timeout(seconds: float):
 
 
 def build_backbone(image, config: DetectorConfig, weights: str | None = None,
-                   download_timeout_s: float = TrainParams.download_timeout_s) -> keras.Model:
+                   download_timeout_s: float | None = None) -> keras.Model:
     """MobileNetV2 (no top) applied to `image`, float32 [B, S, S, 3] already scaled to [-1, 1] (the
     scaling its ImageNet weights were trained with: `keras.applications.mobilenet_v2.preprocess_input`).
 
     weights: None (random init), 'imagenet' (Keras downloads them; fails with one clear line offline, or
-    when the server sends nothing for `download_timeout_s`), or the path to a Keras HDF5 weights file of
-    this MobileNetV2 (e.g. Keras' `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5`),
+    when the server sends nothing for `download_timeout_s`: train passes `train.download_timeout_s`), or the
+    path to a Keras HDF5 weights file of this MobileNetV2 (e.g. Keras'
+    `mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5`),
     loaded layer by layer by name (`facedet.model.backbone_weights`).
     """
     if weights in (None, "none"):
@@ -85,7 +86,7 @@ def build_backbone(image, config: DetectorConfig, weights: str | None = None,
                 input_shape=shape, alpha=config.alpha, include_top=False, weights=weights, input_tensor=image
             )
     except Exception as err:  # download errors
-        if isinstance(err, TimeoutError) or "timed out" in str(err):
+        if download_timeout_s is not None and (isinstance(err, TimeoutError) or "timed out" in str(err)):
             raise BackboneWeightsError(
                 f"backbone_weights=imagenet: the download sent nothing for {download_timeout_s:g} s "
                 "(train.download_timeout_s; offline or a stalled proxy?): use 'none' or a local weights file path"
@@ -107,8 +108,7 @@ def backbone_block(layer_name: str) -> int | None:
     return 17 if layer_name in ("Conv_1", "Conv_1_bn", "out_relu") else None
 
 
-def build_detector(config: DetectorConfig, backbone_weights: str | None = None,
-                   download_timeout_s: float = TrainParams.download_timeout_s,
+def build_detector(config: DetectorConfig, backbone_weights: str | None = None, download_timeout_s: float | None = None,
                    frozen_backbone_batch_norm: bool = False, frozen_backbone_blocks: int = 0) -> keras.Model:
     """The SSD detector for `config` (see the module docstring for the input/output contract).
 

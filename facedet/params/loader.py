@@ -2,7 +2,7 @@
 
 Each section is a (frozen) dataclass in facedet.params.sections; `load_section` checks types,
 choices (`Literal`), numeric ranges (`field_range`), unknown keys (with a "did you mean" hint) and
-reads renamed knobs by their old names too (`field_alias`), and raises `ParamsError` with one line
+renamed knobs (`field_renamed`: the old name is refused with the new one), and raises `ParamsError` with one line
 naming the key, before any work. A knob that reads `auto` takes the value of the recipe the data calls
 for (facedet.params.recipes), and the stage prints one line saying which recipe and why.
 A stage wraps its loading in `exit_on_bad_params(stage)`, which turns that error into the
@@ -103,9 +103,9 @@ def field_range(minimum: float | None = None, maximum: float | None = None, **kw
     return dataclasses.field(metadata={"min": minimum, "max": maximum}, **kwargs)
 
 
-def field_alias(old_name: str | None = None, values: dict[Any, Any] | None = None, **kwargs: Any) -> Any:
-    """A dataclass field for a renamed knob: params.yaml may still spell its key `old_name`, or its
-    value one of the keys of `values` (old -> new), so that existing experiments keep running."""
+def field_renamed(old_name: str | None = None, values: dict[Any, Any] | None = None, **kwargs: Any) -> Any:
+    """A dataclass field for a renamed knob: its key spelt `old_name`, or its value one of the keys of
+    `values` (old -> new), is refused with one line giving the new name."""
     return dataclasses.field(metadata={"old_name": old_name, "values": values or {}}, **kwargs)
 
 
@@ -176,7 +176,7 @@ def build(spec: type[T], value: Any, key: str) -> T:
         raise ParamsError(f"params.yaml: '{key}' must be a mapping, got {value!r}")
     hints = typing.get_type_hints(spec)
     fields = {f.name: f for f in dataclasses.fields(spec)}  # type: ignore[arg-type]
-    value = _renamed(value, fields, key)
+    _refuse_old_names(value, fields, key)
     for name in value:
         if name not in fields:
             close = difflib.get_close_matches(str(name), fields, n=1)
@@ -190,7 +190,9 @@ def build(spec: type[T], value: Any, key: str) -> T:
                 raise ParamsError(f"params.yaml: missing key '{dotted}'")
             continue
         given = value[name]
-        given = fld.metadata.get("values", {}).get(given, given) if isinstance(given, (str, int)) else given
+        if isinstance(given, (str, int)) and given in fld.metadata.get("values", {}):
+            raise ParamsError(f"params.yaml: '{dotted}: {given}' was renamed: write "
+                              f"'{dotted}: {fld.metadata['values'][given]}'")
         try:
             kwargs[name] = _check(hints[name], given, dotted, fld.metadata)
         except ParamsError:
@@ -201,16 +203,12 @@ def build(spec: type[T], value: Any, key: str) -> T:
     return spec(**kwargs)
 
 
-def _renamed(value: dict, fields: dict[str, dataclasses.Field], key: str) -> dict:
-    """`value` with the old names of `field_alias` fields replaced by their new ones."""
-    value = dict(value)
+def _refuse_old_names(value: dict, fields: dict[str, dataclasses.Field], key: str) -> None:
+    """ParamsError naming the new key where `value` spells a `field_renamed` field by its old name."""
     for name, fld in fields.items():
         old = fld.metadata.get("old_name")
         if old and old in value:
-            if name in value:
-                raise ParamsError(f"params.yaml: '{key}.{old}' is the old name of '{key}.{name}': give only one")
-            value[name] = value.pop(old)
-    return value
+            raise ParamsError(f"params.yaml: '{key}.{old}' was renamed: write '{key}.{name}'")
 
 
 def _check(hint: Any, value: Any, key: str, metadata: Any = None) -> Any:

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from facedet.params.loader import ParamsError, check_ranges, field_alias, field_range
+from facedet.params.loader import ParamsError, check_ranges, field_range, field_renamed
 
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # configs/<name>.yaml, never a path
 
 # ---------------------------------------------------------------------------------------------
 # data: the fetch stage
 
-SOURCE_ALIASES = {"embedded": "synthetic"}  # old `data.source` names -> the names they now have
+SOURCE_RENAMES = {"embedded": "synthetic"}  # old `data.source` names -> the names they now have
 SYNTHETIC_RECORDED_AS = "embedded"  # the synthetic set's name in data/raw's records, from before its rename
 
 
@@ -145,12 +145,11 @@ def check_extra_sources(sources: dict[str, ExtraSource]) -> None:
 
 @dataclass(frozen=True)
 class DataParams:
-    """params.yaml `data` (the fetch stage). `source: embedded` and `data.embedded` are the old names of
-    `synthetic` and `data.synthetic`, still read so that existing experiments run."""
+    """params.yaml `data` (the fetch stage). `source: embedded` and `data.embedded`, the old names of
+    `synthetic` and `data.synthetic`, are refused with one line giving the new names."""
 
-    source: Literal["synthetic", "widerface", "local"] = field_alias(values=SOURCE_ALIASES,
-                                                                     default="synthetic")
-    synthetic: SyntheticParams = field_alias("embedded", default_factory=SyntheticParams)
+    source: Literal["synthetic", "widerface", "local"] = field_renamed(values=SOURCE_RENAMES, default="synthetic")
+    synthetic: SyntheticParams = field_renamed("embedded", default_factory=SyntheticParams)
     widerface: WiderfaceParams = field(default_factory=WiderfaceParams)
     local: LocalParams = field(default_factory=LocalParams)
     extra_train: dict[str, ExtraSource] = field(default_factory=dict)
@@ -217,7 +216,7 @@ class ModelParams:
 
 
 @dataclass(frozen=True)
-class LossConfig:
+class LossParams:
     """params.yaml `train.loss`. classification: 'hard_negative_mining' (top negatives by loss,
     `negatives_per_positive` per positive, at least `min_negatives` per image), 'focal' (all anchors,
     alpha/gamma) or 'qfl' (quality focal loss: a positive's target is the IoU of its predicted box with
@@ -236,7 +235,7 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentParams:
     """params.yaml `train.augment`: training augmentation knobs (probabilities in [0, 1])."""
 
     flip: float = field_range(0.0, 1.0, default=0.5)
@@ -288,8 +287,8 @@ class TrainParams:
     log_every: int = field_range(1, 1_000_000, default=10)
     deterministic: bool = False  # bit-identical reruns on the same machine (facedet.train.determinism; slower)
     fused_batch_norm: bool = True  # train batch norm with TF's fused kernel (facedet.train.fused_batch_norm)
-    loss: LossConfig = LossConfig()
-    augment: AugmentConfig = AugmentConfig()
+    loss: LossParams = LossParams()
+    augment: AugmentParams = AugmentParams()
 
     def __post_init__(self) -> None:
         if self.negative_iou > self.positive_iou:

@@ -4,7 +4,7 @@ can run at a larger square input than it was trained at (`input_size`): it is fu
 convolutional, and its anchors keep their pixel sizes (facedet.model.ssd.at_input_size).
 
 Detections are numpy float32 (K, 5) pixel `x, y, w, h, score` in the original image, sorted by
-score descending (the `facedet.runtime.detector.Detector` contract).
+score descending (the `facedet.runtime.detector_protocol.Detector` contract).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import tensorflow as tf
 from facedet.model.anchors import anchor_boxes
 from facedet.model.boxes import decode_boxes
 from facedet.model.ssd import load_detector, resize_for_model
-from facedet.runtime.detector import Detector, NmsParams, boxes_to_photo_xywh, check_rgb, fit_to_input
+from facedet.runtime.detector_protocol import Detector, NmsParams, check_rgb
+from facedet.runtime.photo_fit import corners_to_photo_xywh, fit_to_input
 
 BATCH_SIZE = 16  # images per forward pass in `detect_many` (a speed setting, not a model knob)
 
@@ -42,7 +43,7 @@ def postprocess(box_encodings: tf.Tensor, class_logits: tf.Tensor, anchors: tf.T
 
 class KerasDetector(Detector):
     """The detector saved by training (`model_dir/model.keras` + `detector.json`), a
-    `facedet.runtime.detector.Detector`; `nms`: what it keeps (params.yaml `evaluate`).
+    `facedet.runtime.detector_protocol.Detector`; `nms`: what it keeps (params.yaml `evaluate`).
 
     >>> detector = KerasDetector("models/detector", EvaluateParams())
     >>> detections = detector.detect(image_uint8)  # (K, 5) pixel x, y, w, h, score
@@ -90,5 +91,5 @@ class KerasDetector(Detector):
         results = []
         for i, image in enumerate(images):
             boxes, scores = postprocess(outputs["box_encodings"][i], outputs["class_logits"][i], self.anchors, self.nms)
-            results.append(boxes_to_photo_xywh(boxes.numpy(), scores.numpy(), image.shape[:2], extents[i]))
+            results.append(corners_to_photo_xywh(boxes.numpy(), scores.numpy(), image.shape[:2], extents[i]))
         return results

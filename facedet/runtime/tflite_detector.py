@@ -1,12 +1,12 @@
 """Run an exported face detector `.tflite` (uint8 input, ends in TFLite_Detection_PostProcess).
 
-`TFLiteDetector(path)` is a `facedet.runtime.detector.Detector`: `detect(image)` takes an original
+`TFLiteDetector(path)` is a `facedet.runtime.detector_protocol.Detector`: `detect(image)` takes an original
 RGB uint8 (H, W, 3) image and returns numpy float32 (K, 5) pixel `x, y, w, h, score` in that image,
 sorted by score descending.
 
 Photos are fitted to the model input (stretch or letterbox) and boxes mapped back by
-facedet.runtime.detector, as for the Keras model. The export stage records each file's resize mode
-in `export.json` beside it (`EXPORT_MANIFEST`), which the runner reads when not told.
+facedet.runtime.photo_fit, as for the Keras model. The export stage records each file's resize mode
+in `export.json` beside it (facedet.runtime.export_manifest), which the runner reads when not told.
 
 A call is three phases, public so that a benchmark can time them apart (`StagedDetector`):
 `prepare` fits the photo straight into the interpreter's input tensor (no per-call buffer),
@@ -22,7 +22,6 @@ never by position: the interpreter lists them in an order of its own.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import warnings
 from collections.abc import Iterator
@@ -32,20 +31,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from facedet.runtime.detector import (
-    RESIZE_MODES,
-    Fitted,
-    NmsParams,
-    StagedDetector,
-    boxes_to_photo_xywh,
-    check_rgb,
-    fit_to_input,
-)
+from facedet.runtime.detector_protocol import Fitted, NmsParams, StagedDetector, check_rgb
+from facedet.runtime.photo_fit import RESIZE_MODES, corners_to_photo_xywh, fit_to_input
+from facedet.runtime.export_manifest import resize_of
 from facedet.runtime.tflite_check import check_tflite_file
 
 POSTPROCESS_OP = "TFLite_Detection_PostProcess"  # the custom op every exported detector ends in
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
-EXPORT_MANIFEST = "export.json"  # beside the exported files: {"models": [{"file", "input_size", "resize", ...}]}
 
 
 class PostProcessParams(NmsParams, Protocol):
@@ -125,28 +117,10 @@ def _outputs_by_shape(details: list[dict]) -> dict[str, dict] | None:
     return dict(zip(OUTPUT_NAMES, (boxes[0], classes[0], scores[0], count[0])))
 
 
-def read_export_manifest(export_dir: str | os.PathLike) -> list[dict]:
-    """The entries of `<export_dir>/export.json`, one per exported file: {'file', 'variant' ('int8',
-    'float' at the trained size; 'int8_640' ... at the others), 'quantize', 'input_size', 'resize',
-    'trained_input_size'}. FileNotFoundError naming the file if there is none."""
-    manifest = Path(export_dir) / EXPORT_MANIFEST
-    if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} missing (run the export stage)")
-    return json.loads(manifest.read_text(encoding="utf-8"))["models"]
-
-
-def manifest_entry(path: str | os.PathLike) -> dict | None:
-    """The `export.json` entry of an exported file (None if there is no manifest or no entry)."""
-    path = Path(path)
-    if not (path.parent / EXPORT_MANIFEST).is_file():
-        return None
-    return next((e for e in read_export_manifest(path.parent) if e.get("file") == path.name), None)
-
-
 class TFLiteDetector(StagedDetector):
     """A face detector `.tflite` with uint8 input [1, H, W, 3] and the four post-process outputs.
 
-    resize: 'stretch' or 'letterbox' (see facedet.runtime.detector); None: as the file's `export.json`
+    resize: 'stretch' or 'letterbox' (see facedet.runtime.photo_fit); None: as the file's `export.json`
     entry says, else 'stretch'.
     """
 
@@ -162,7 +136,7 @@ class TFLiteDetector(StagedDetector):
             raise ValueError(f"{self.path}: input is {np.dtype(self._input['dtype']).name} {shape}; "
                              "expected uint8 [1, H, W, 3] (an image detector exported by facedet.export.tflite)")
         if resize is None:
-            resize = (manifest_entry(self.path) or {}).get("resize", "stretch")
+            resize = resize_of(self.path)
         if resize not in RESIZE_MODES:
             raise ValueError(f"{self.path}: resize must be one of {RESIZE_MODES}, got {resize!r}")
         self.resize = resize
@@ -190,7 +164,7 @@ class TFLiteDetector(StagedDetector):
         """The op's outputs -> float32 (K, 5) pixel `x, y, w, h, score` in the photo `prepare` was
         given (clipped to it), score-descending."""
         boxes, scores = self._normalised_outputs()
-        return boxes_to_photo_xywh(boxes, scores, fitted.photo_size, fitted.extent)
+        return corners_to_photo_xywh(boxes, scores, fitted.photo_size, fitted.extent)
 
     def detect_normalised(self, image_resized: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run on a uint8 image already at `input_size`: -> (boxes (K, 4) normalised

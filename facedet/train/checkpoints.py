@@ -11,10 +11,10 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from facedet.model.anchors import DetectorConfig
 from facedet.model.backbone_weights import backbone_weights_record
+from facedet.model.config import DetectorConfig
 from facedet.params.sections import TrainParams
-from facedet.pipeline.atomic import write_text_atomic
+from facedet.process.atomic import write_text_atomic
 
 RUN_FILE = "run.json"  # in checkpoint_dir: what the checkpoints there were trained with
 # train params that do not change the weights: a run may resume with other values

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from facedet.pipeline.atomic import atomic_path, write_text_atomic
+from facedet.process.atomic import atomic_path, write_text_atomic
 
 LIVE_SNAPSHOT = "dvclive"  # in checkpoint_dir: DVCLive's files as of the newest checkpoint
 

@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from facedet.data.tfrecords import parse_example
+from facedet.data.tfrecord_schema import parse_example
+from facedet.model.boxes import corners_to_centre
 from facedet.model.losses import assign_targets, assign_targets_atss
 from facedet.model.ssd import resize_for_model
-from facedet.params.sections import AugmentConfig, TrainParams
+from facedet.params.sections import AugmentParams
 from facedet.train.scale_crop import PAD_VALUE, scale_crop
 
-NO_AUGMENT = AugmentConfig(flip=0.0, crop=0.0, zoom_out=0.0, brightness=0.0, contrast=0.0, saturation=0.0)
 
 
 def _uniform(seed: tf.Tensor, index: int, low: float = 0.0, high: float = 1.0) -> tf.Tensor:
     return tf.random.stateless_uniform([], seed=seed + index, minval=low, maxval=high)
 
 
-def _random_crop(image, boxes, seed, cfg: AugmentConfig):
+def _random_crop(image, boxes, seed, cfg: AugmentParams):
     """SSD random crop. image uint8 (H, W, 3); boxes (N, 4) normalised `[ymin, xmin, ymax, xmax]`.
     The window keeps >= crop_min_covered of some face (TF OD API's ssd_random_crop) or, with
     crop_min_iou > 0, overlaps some face with IoU >= crop_min_iou (the SSD paper).
@@ -45,14 +45,13 @@ def _random_crop(image, boxes, seed, cfg: AugmentConfig):
     y0, x0 = tf.cast(begin[0], tf.float32) / shape[0], tf.cast(begin[1], tf.float32) / shape[1]
     h, w = tf.cast(size[0], tf.float32) / shape[0], tf.cast(size[1], tf.float32) / shape[1]
     boxes = (boxes - tf.stack([y0, x0, y0, x0])) / tf.stack([h, w, h, w])
-    centre_y = (boxes[:, 0] + boxes[:, 2]) / 2
-    centre_x = (boxes[:, 1] + boxes[:, 3]) / 2
-    inside = (centre_y > 0) & (centre_y < 1) & (centre_x > 0) & (centre_x < 1)
+    centre = corners_to_centre(boxes)
+    inside = (centre[:, 0] > 0) & (centre[:, 0] < 1) & (centre[:, 1] > 0) & (centre[:, 1] < 1)
     boxes = tf.clip_by_value(tf.boolean_mask(boxes, inside), 0.0, 1.0)
     return tf.slice(image, begin, size), boxes
 
 
-def _iou_crop_window(image_shape, boxes, seed, cfg: AugmentConfig):
+def _iou_crop_window(image_shape, boxes, seed, cfg: AugmentParams):
     """SSD-paper crop window around one random face with IoU u ~ U[crop_min_iou, 1] with it: the face
     box grown by factors ky * kx = 1 / u (random aspect) and shifted at random while it still holds
     the face (clipping to the image only raises the IoU). Sampled directly: the paper's 50 blind
@@ -83,7 +82,7 @@ def _flip(image, boxes):
     return tf.reverse(image, axis=[1]), flipped
 
 
-def _photometric(image, seed, cfg: AugmentConfig):
+def _photometric(image, seed, cfg: AugmentParams):
     """Brightness / contrast / saturation jitter on a float32 0..255 image."""
     if cfg.brightness > 0:
         image = image + _uniform(seed, 11, -cfg.brightness, cfg.brightness) * 255.0
@@ -94,7 +93,7 @@ def _photometric(image, seed, cfg: AugmentConfig):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def augment_and_resize(image, boxes, seed, input_size: int, cfg: AugmentConfig):
+def augment_and_resize(image, boxes, seed, input_size: int, cfg: AugmentParams):
     """One training example: image uint8 (H, W, 3), boxes (N, 4) normalised `[ymin, xmin, ymax, xmax]`,
     seed int (2,) -> float32 (S, S, 3) 0..255 and its boxes (M, 4), same convention."""
     seed = tf.cast(seed, tf.int64)
@@ -122,7 +121,7 @@ def augment_and_resize(image, boxes, seed, input_size: int, cfg: AugmentConfig):
     return image, boxes
 
 
-def augment_example(serialized: tf.Tensor, seed, input_size: int, cfg: AugmentConfig):
+def augment_example(serialized: tf.Tensor, seed, input_size: int, cfg: AugmentParams):
     """One training example from a serialized tf.Example: a native-scale crop (probability
     `cfg.scale_crop`) or `augment_and_resize` of the whole photo, then flip and photometric jitter.
     -> float32 (S, S, 3) 0..255, boxes (M, 4) normalised `[ymin, xmin, ymax, xmax]`."""
@@ -155,15 +154,16 @@ def decode_example(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 def make_dataset(files: list[str], anchors, input_size: int, batch_size: int, *, training: bool,
-                 augment: AugmentConfig = AugmentConfig(), seed: int | None = None,
-                 positive_iou: float = TrainParams.positive_iou, negative_iou: float = TrainParams.negative_iou,
-                 assignment: str = TrainParams.assignment, atss_top_k: int = TrainParams.atss_top_k,
+                 positive_iou: float, negative_iou: float, assignment: str, atss_top_k: int,
+                 augment: AugmentParams | None = None, seed: int | None = None,
                  level_counts: tuple[int, ...] = (), shuffle_buffer: int = 2048, skip: int = 0) -> tf.data.Dataset:
     """Batched `(images, targets)` from TFRecord `files` (see the module docstring).
 
     anchors: float32 (A, 4) normalised `[ymin, xmin, ymax, xmax]` (facedet.model.anchors.anchor_boxes).
     assignment: 'iou' (`assign_targets` with the two thresholds) or 'atss' (`assign_targets_atss`,
     `atss_top_k` candidates per level; level_counts: anchors per level, `level_anchor_counts`).
+    The matching and `augment` (params.yaml `train.augment`, needed when training) come from the caller: training
+    passes params.yaml `train`'s values.
     training: shuffle, repeat forever, augment, drop the last partial batch; otherwise one pass in
     file order with no augmentation.
     skip (training): drop the first `skip` examples of the stream before decoding them, so a run
@@ -171,11 +171,13 @@ def make_dataset(files: list[str], anchors, input_size: int, batch_size: int, *,
     """
     if not files:
         raise FileNotFoundError("no TFRecord shards given")
+    if training and augment is None:
+        raise ValueError("a training dataset needs its augmentation (params.yaml train.augment)")
     anchors = tf.constant(anchors, tf.float32)
 
     def with_targets(image, boxes):
         if assignment == "atss":
-            box_targets, labels = assign_targets_atss(boxes, anchors, level_counts, atss_top_k)
+            box_targets, labels = assign_targets_atss(boxes, anchors, level_counts, top_k=atss_top_k)
         else:
             box_targets, labels = assign_targets(boxes, anchors, positive_iou, negative_iou)
         return image, {"box_targets": box_targets, "labels": labels}

@@ -20,20 +20,22 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from facedet.data.tfrecords import check_records_readable
-from facedet.model.anchors import DetectorConfig, anchor_boxes, level_anchor_counts
+from facedet.data.tfrecord_schema import check_records_readable
+from facedet.model.anchors import anchor_boxes, level_anchor_counts
 from facedet.model.backbone_weights import backbone_weights_record
+from facedet.model.config import DetectorConfig
 from facedet.model.losses import detection_loss
 from facedet.model.ssd import build_detector
-from facedet.params.sections import LossConfig, TrainParams
-from facedet.pipeline.disk import require_free_space
-from facedet.pipeline.paths import LIVE_DIR
+from facedet.params.sections import LossParams, TrainParams
+from facedet.process.disk import require_free_space
+from facedet.process.paths import LIVE_DIR
 from facedet.train.checkpoints import recipe, restore
 from facedet.train.curves import LIVE_SNAPSHOT, log_metrics, open_live, snapshot_live
 from facedet.train.determinism import is_pinned
@@ -113,7 +115,55 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
     `tensorboard_dir` (either None: off) every `log_every` steps. Returns the last logged metrics
     (losses, learning rate, images/s).
     """
-    checkpoint_dir = Path(checkpoint_dir)
+    run = start_run(params, config, train_files, val_files, Path(checkpoint_dir))
+    anchors = anchor_boxes(config)
+    matching = dict(positive_iou=params.positive_iou, negative_iou=params.negative_iou, assignment=params.assignment,
+                    atss_top_k=params.atss_top_k, level_counts=level_anchor_counts(config))
+    # A resumed run skips the examples the first `start` steps used (reading records, not decoding them).
+    dataset = make_dataset(train_files, anchors, config.input_size, params.batch_size, training=True,
+                           augment=params.augment, seed=params.seed, skip=run.start * params.batch_size, **matching)
+    val_dataset = (make_dataset(val_files, anchors, config.input_size, params.batch_size, training=False, **matching)
+                   if val_files else None)
+    train_step = make_train_step(run.state, params, run.strategy, anchors)
+    val_loss = make_loss_function(run.state.model, params.loss, anchors)
+    curves = Curves(open_live(live_dir, run.checkpoint_dir / LIVE_SNAPSHOT, run.start) if run.chief else None,
+                    tf.summary.create_file_writer(str(tensorboard_dir)) if run.chief and tensorboard_dir else None,
+                    live_dir)
+    metrics = run_steps(run, params, train_step, dataset, (val_loss, val_dataset), curves, progress)
+    if curves.live is not None:
+        curves.live.end()
+    if curves.board is not None:
+        curves.board.close()
+    if run.chief:
+        save_detector(run.state.model, config, model_dir, backbone_weights_record(params.backbone_weights))
+    return metrics
+
+
+@dataclass
+class Run:
+    """A started (or resumed) run: its strategy, train state, whether this worker is the chief, the step it
+    starts from, and where its checkpoints go."""
+
+    strategy: tf.distribute.Strategy
+    state: TrainState
+    chief: bool
+    start: int
+    checkpoint_dir: Path
+    manager: tf.train.CheckpointManager
+
+
+class Curves(NamedTuple):
+    """Where a run logs: DVCLive (None: off or not the chief), TensorBoard (None: off) and DVCLive's folder."""
+
+    live: Any
+    board: Any
+    live_dir: str | os.PathLike | None
+
+
+def start_run(params: TrainParams, config: DetectorConfig, train_files: list[str], val_files: list[str] | None,
+              checkpoint_dir: Path) -> Run:
+    """Seed, strategy, the detector and optimizer, restored from the newest checkpoint of the same recipe
+    (after checking the disk has room and the shards read)."""
     if params.deterministic:
         tf.config.experimental.enable_op_determinism()
         if not is_pinned():
@@ -133,22 +183,18 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
     # Non-chief workers must save too (collective ops), but somewhere nobody reads.
     save_dir = str(checkpoint_dir) if chief else tempfile.mkdtemp(prefix="facedet-worker-ckpt-")
     manager = tf.train.CheckpointManager(state.checkpoint, save_dir, max_to_keep=2)
+    return Run(strategy, state, chief, start, checkpoint_dir, manager)
 
-    anchors = anchor_boxes(config)
-    matching = dict(positive_iou=params.positive_iou, negative_iou=params.negative_iou, assignment=params.assignment,
-                    atss_top_k=params.atss_top_k, level_counts=level_anchor_counts(config))
-    # A resumed run skips the examples the first `start` steps used (reading records, not decoding them).
-    dataset = make_dataset(train_files, anchors, config.input_size, params.batch_size, training=True,
-                           augment=params.augment, seed=params.seed, skip=start * params.batch_size, **matching)
-    val_dataset = (make_dataset(val_files, anchors, config.input_size, params.batch_size, training=False, **matching)
-                   if val_files else None)
-    train_step = make_train_step(state, params, strategy, anchors)
-    val_loss = make_loss_function(state.model, params.loss, anchors)
-    live = open_live(live_dir, checkpoint_dir / LIVE_SNAPSHOT, start) if chief else None
-    board = tf.summary.create_file_writer(str(tensorboard_dir)) if chief and tensorboard_dir else None
 
+def run_steps(run: Run, params: TrainParams, train_step, dataset: tf.data.Dataset,
+              validation: tuple[Any, tf.data.Dataset | None], curves: Curves, progress: bool) -> dict[str, float]:
+    """The steps from `run.start` to `params.steps`: learning rate, step, and every `log_every` steps the
+    metrics (the val loss, `validation` = (loss function, dataset), and a checkpoint every `checkpoint_every`).
+    Returns the last logged metrics; FloatingPointError when the loss diverges."""
+    val_loss, val_dataset = validation
+    state, start = run.state, run.start
     metrics: dict[str, float] = {}
-    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+    iterator = iter(run.strategy.experimental_distribute_dataset(dataset))
     bar = tqdm(total=params.steps, initial=start, desc="train", unit="step", disable=not progress,
                dynamic_ncols=True)
     tick, tick_step = time.perf_counter(), start
@@ -171,23 +217,17 @@ def train(params: TrainParams, config: DetectorConfig, train_files: list[str], m
                     raise FloatingPointError(f"training diverged at step {step}: loss {metrics['loss/total']}")
                 if save and val_dataset is not None:
                     metrics.update(evaluate_loss(val_loss, val_dataset))
-                log_metrics(live, board, step, metrics)
+                log_metrics(curves.live, curves.board, step, metrics)
             if save:
-                if live is not None:  # first the curves, then the checkpoint: a resume trims what is newer
-                    snapshot_live(live_dir, checkpoint_dir / LIVE_SNAPSHOT)
-                manager.save(checkpoint_number=done)
+                if curves.live is not None:  # first the curves, then the checkpoint: a resume trims what is newer
+                    snapshot_live(curves.live_dir, run.checkpoint_dir / LIVE_SNAPSHOT)
+                run.manager.save(checkpoint_number=done)
             if done % params.log_every == 0 or save:
                 tick, tick_step = time.perf_counter(), done  # images/s leaves out validation and saving
-    if live is not None:
-        live.end()
-    if board is not None:
-        board.close()
-    if chief:
-        save_detector(state.model, config, model_dir, backbone_weights_record(params.backbone_weights))
     return metrics
 
 
-def make_loss_function(model: keras.Model, loss_config: LossConfig, anchors: np.ndarray | None = None):
+def make_loss_function(model: keras.Model, loss_config: LossParams, anchors: np.ndarray | None = None):
     """A compiled `(images, targets) -> {'localization', 'classification', 'total'}` in inference mode
     (anchors: float32 (A, 4) `[ymin, xmin, ymax, xmax]`, for the losses on decoded boxes)."""
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import keras
 
-from facedet.data.wider_archive import stored_zip_writer
-from facedet.model.anchors import DetectorConfig
-from facedet.pipeline.atomic import atomic_path
+from facedet.model.config import DetectorConfig
+from facedet.process.atomic import atomic_path
+from facedet.process.zips import stored_zip_writer
 
 SHARED_OBJECT_ID = re.compile(rb'"shared_object_id": (\d+)')  # id() of a shared object, in config.json
 SAVE_DATE = "1980-01-01@00:00:00"  # metadata.json's date_saved, fixed like the zip members' dates

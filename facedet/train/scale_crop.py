@@ -18,13 +18,14 @@ import math
 
 import tensorflow as tf
 
-from facedet.params.sections import AugmentConfig
+from facedet.model.boxes import corners_to_centre
+from facedet.params.sections import AugmentParams
 
 PAD_VALUE = 127.5  # grey: 0 after the model's [-1, 1] normalisation
 
 
 def scale_crop(encoded_jpeg: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor, input_size: int,
-               z_min: float, z_max: float, of: str = AugmentConfig.scale_crop_of) -> tuple[tf.Tensor, tf.Tensor]:
+               z_min: float, z_max: float, of: str = AugmentParams.scale_crop_of) -> tuple[tf.Tensor, tf.Tensor]:
     """encoded_jpeg: scalar string; boxes float32 (N, 4) normalised `[ymin, xmin, ymax, xmax]` of the
     photo; seed int64 (2,) -> image float32 (S, S, 3) RGB 0..255 and boxes (M, 4) normalised in it.
     The crop side is z x `of`: 'input' (input_size px) or 'short_side' (the photo's shorter side)."""
@@ -39,7 +40,8 @@ def scale_crop(encoded_jpeg: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor, input
     pick = tf.minimum(tf.cast(u[1] * tf.cast(count, tf.float32), tf.int32), tf.maximum(count - 1, 0))
     # No faces: any window (a "face" centred so that every position holds it).
     face = tf.concat([boxes, [[0.0, 0.0, 1.0, 1.0]]], 0)[tf.where(count > 0, pick, count)]
-    centre_y, centre_x = (face[0] + face[2]) / 2 * height, (face[1] + face[3]) / 2 * width
+    centre = corners_to_centre(face)
+    centre_y, centre_x = centre[0] * height, centre[1] * width
     reach_y = tf.where(count > 0, crop_h, height)
     reach_x = tf.where(count > 0, crop_w, width)
 
@@ -66,8 +68,8 @@ def scale_crop(encoded_jpeg: tf.Tensor, boxes: tf.Tensor, seed: tf.Tensor, input
     window_f = tf.cast(window, tf.float32)
     px = boxes * tf.stack([height, width, height, width])
     rel = px - tf.stack([window_f[0], window_f[1], window_f[0], window_f[1]])
-    centre_in = ((rel[:, 0] + rel[:, 2]) / 2 > 0) & ((rel[:, 0] + rel[:, 2]) / 2 < window_f[2]) & \
-                ((rel[:, 1] + rel[:, 3]) / 2 > 0) & ((rel[:, 1] + rel[:, 3]) / 2 < window_f[3])
+    centre = corners_to_centre(rel)  # (N, 4) (ycenter, xcenter, h, w), photo px from the window corner
+    centre_in = (centre[:, 0] > 0) & (centre[:, 0] < window_f[2]) & (centre[:, 1] > 0) & (centre[:, 1] < window_f[3])
     rel = tf.boolean_mask(rel, centre_in)
     rel = tf.minimum(tf.maximum(rel, 0.0), tf.stack([window_f[2], window_f[3], window_f[2], window_f[3]]))
     scale_y = tf.cast(out_h, tf.float32) / window_f[2]

@@ -7,7 +7,7 @@ SIGKILL this process when its parent exits (`prctl(PR_SET_PDEATHSIG)`), and star
 thread for the case where the parent is a `sh -c` wrapper around the stage (DVC runs a stage's
 `cmd` with `$SHELL -c`; bash and dash exec a single command, so usually the parent is dvc itself):
 the watchdog kills this process once the wrapper's own parent is gone. On other systems it does
-nothing. Outputs are written atomically (facedet.pipeline.atomic), so a killed stage leaves nothing half done.
+nothing. Outputs are written atomically (facedet.process.atomic), so a killed stage leaves nothing half done.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ outputs keeping its path relative to that directory (photos/2024/beach.jpg -> OU
 OUT/2024/beach.jpg), as WIDER's event folders need. Nothing is written into the input tree nor over
 a file detect did not write (facedet.runtime.output_guard).
 
-Any `facedet.runtime.detector.Detector` runs here (the command uses the exported `.tflite`).
+Any `facedet.runtime.detector_protocol.Detector` runs here (the command uses the exported `.tflite`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from facedet.data.images import read_photo
-from facedet.runtime.detector import Detector
+from facedet.runtime.detector_protocol import Detector
 from facedet.runtime.output_guard import OutputGuard
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -150,7 +150,7 @@ def detect_faces(detector: Detector, images: Iterable[str | os.PathLike], out_di
     `root`, nor over a file in `out_dir` that detect did not write (facedet.runtime.output_guard):
     ValueError before any output.
     """
-    from facedet.pipeline.atomic import atomic_path, write_text_atomic
+    from facedet.process.atomic import atomic_path, write_text_atomic
 
     images = [Path(p) for p in images]
     root = Path(root) if root is not None else None
@@ -186,7 +186,7 @@ def detect_video(detector: Detector, video: Path, guard: OutputGuard, name: Path
     Raises ValueError (one line) when the file is not a readable video or holds no frame."""
     import cv2
 
-    from facedet.pipeline.atomic import atomic_path
+    from facedet.process.atomic import atomic_path
 
     capture, writer = cv2.VideoCapture(str(video)), None
     try:

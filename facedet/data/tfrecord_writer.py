@@ -1,16 +1,13 @@
-"""The TF Object Detection API tf.Example schema (the keys `TfExampleDecoder` reads), the
-sharded writer, and a checker that reads shards back against the filtered table.
+"""The shard stage's writer: filtered images -> TF OD API tf.Examples (facedet.data.tfrecord_schema)
+in sharded TFRecord files, and a checker that reads the shards back against the filtered table.
 
-Boxes in records are normalised `[ymin, xmin, ymax, xmax]` in [0, 1], stored as four float lists;
-labels are 1-based int64 (face = 1). The original JPEG bytes are stored untouched, unless the image
-is not an RGB/grayscale JPEG or `shard.reencode` / `shard.max_image_side` ask otherwise: then the
-example says so in `image/transform` and keeps the original's sha256, size and format under
-`image/original/*` (keys TfExampleDecoder ignores).
+The original JPEG bytes are stored untouched, unless the image is not an RGB/grayscale JPEG or
+`shard.reencode` / `shard.max_image_side` ask otherwise: then the example says so in `image/transform`
+and keeps the original's sha256, size and format under `image/original/*` (keys TfExampleDecoder ignores).
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import io
 import multiprocessing
@@ -26,54 +23,12 @@ import tensorflow as tf
 from PIL import Image
 
 from facedet.data.images import TRANSPOSED, open_image, orientation, to_rgb, upright
+from facedet.data.tfrecord_schema import FACE_LABEL, FACE_TEXT, shard_paths
 from facedet.model.boxes import pixel_xywh_to_corners
 from facedet.params.sections import ShardParams
-from facedet.pipeline.atomic import remove_stale_temps
-from facedet.pipeline.disk import translate_disk_full
-from facedet.pipeline.lifetime import die_with_parent
-
-FACE_LABEL = 1
-FACE_TEXT = b"face"
-
-FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
-    "image/format": tf.io.FixedLenFeature([], tf.string, default_value=b"jpeg"),
-    "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=b""),
-    "image/source_id": tf.io.FixedLenFeature([], tf.string, default_value=b""),
-    "image/key/sha256": tf.io.FixedLenFeature([], tf.string, default_value=b""),
-    "image/height": tf.io.FixedLenFeature([], tf.int64),
-    "image/width": tf.io.FixedLenFeature([], tf.int64),
-    "image/object/bbox/xmin": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/xmax": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/ymin": tf.io.VarLenFeature(tf.float32),
-    "image/object/bbox/ymax": tf.io.VarLenFeature(tf.float32),
-    "image/object/class/label": tf.io.VarLenFeature(tf.int64),
-    "image/object/class/text": tf.io.VarLenFeature(tf.string),
-}
-
-
-def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Parse one serialized tf.Example into dense tensors.
-
-    Returns 'image/encoded' (scalar string), 'image/height', 'image/width' (int64 scalars),
-    'boxes' float32 (N, 4) normalised [ymin, xmin, ymax, xmax], 'labels' int64 (N,) 1-based,
-    and 'image/source_id', 'image/filename' strings.
-    """
-    parsed = tf.io.parse_single_example(serialized, FEATURES)
-    coords = [tf.sparse.to_dense(parsed[f"image/object/bbox/{k}"]) for k in ("ymin", "xmin", "ymax", "xmax")]
-    return {
-        "image/encoded": parsed["image/encoded"],
-        "image/height": parsed["image/height"],
-        "image/width": parsed["image/width"],
-        "image/source_id": parsed["image/source_id"],
-        "image/filename": parsed["image/filename"],
-        "boxes": tf.stack(coords, axis=-1),
-        "labels": tf.sparse.to_dense(parsed["image/object/class/label"]),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# encoding and sharded writing
+from facedet.process.atomic import remove_stale_temps
+from facedet.process.disk import translate_disk_full
+from facedet.process.lifetime import die_with_parent
 
 PASS_THROUGH_MODES = ("RGB", "L")
 
@@ -92,11 +47,6 @@ class OriginalImage(NamedTuple):
     height: int
     format: str
     transform: str
-
-
-def label_map_text() -> str:
-    """label_map.pbtxt of the single class (TF OD API format)."""
-    return f'item {{\n  name: "{FACE_TEXT.decode()}"\n  id: {FACE_LABEL}\n  display_name: "{FACE_TEXT.decode()}"\n}}\n'
 
 
 def _bytes(values: list[bytes]) -> tf.train.Feature:
@@ -222,17 +172,6 @@ class ExampleEncoder:
         return example.SerializeToString(deterministic=True)
 
 
-def list_shards(tfrecord_dir: str | os.PathLike, split: str) -> list[str]:
-    """Sorted `<split>.record-?????-of-?????` files in `tfrecord_dir` (empty list if none)."""
-    return sorted(glob.glob(str(Path(tfrecord_dir) / f"{split}.record-*-of-*")))
-
-
-def shard_paths(output_prefix: str | os.PathLike, num_shards: int) -> list[Path]:
-    """'<prefix>-00000-of-00004', ... for `num_shards` shards."""
-    prefix = Path(output_prefix)
-    return [prefix.with_name(f"{prefix.name}-{i:05d}-of-{num_shards:05d}") for i in range(num_shards)]
-
-
 def write_shards(output_prefix: str | os.PathLike, examples: Iterable[Any], num_shards: int,
                  encode: Callable[[Any], Any] | None = None, workers: int = 1,
                  assignment: str = "round_robin") -> list[Path]:
@@ -286,28 +225,6 @@ def _write_one_shard(job: tuple[Path, list[Any], Callable[[Any], Any] | None]) -
                 example = example.SerializeToString(deterministic=True)
             writer.write(bytes(example))
     return len(shard_items)
-
-
-class CorruptShardError(ValueError):
-    """A TFRecord file that does not read back (a checksum fails, a record is cut); one line naming it."""
-
-
-def check_records_readable(paths: Sequence[str | os.PathLike]) -> int:
-    """Read every record of every file in `paths`, each checked against its TFRecord CRCs; returns the
-    count. CorruptShardError naming the file and the first record that fails."""
-    total = 0
-    for path in paths:
-        done = 0
-        try:
-            for batch in tf.data.TFRecordDataset(str(path)).batch(256):
-                done += int(batch.shape[0])
-        except tf.errors.OpError as err:
-            detail = (err.message or type(err).__name__).strip().splitlines()[0][:160]
-            raise CorruptShardError(f"{path}: corrupt TFRecord shard, record {done + 1} or soon after does not read "
-                                    f"({detail}): `dvc checkout {Path(path).parent}` restores it from the cache, "
-                                    "`dvc repro shard` rebuilds it") from None
-        total += done
-    return total
 
 
 def check_shards(paths: Sequence[str | os.PathLike], images: Sequence[Any], atol: float = 1e-6) -> dict[str, int]:

@@ -26,7 +26,7 @@ from facedet.train.fused_batch_norm import FusedBatchNormalization, fused_batch_
 from facedet.train.loop import train
 from facedet.train.schedule import learning_rate_at
 
-from test_input import TINY, write_face_records
+from face_shards import TINY, write_face_records
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = TrainParams(steps=24, batch_size=4, learning_rate=0.01, warmup_steps=2, weight_decay=4e-5, seed=1,

@@ -124,18 +124,6 @@ def on_tiny_disk(mount: Path, size_kb: int, command: str, cwd: Path, prepare: st
 
 
 @pytest.fixture(scope="module")
-def standin_tflite(tmp_path_factory) -> Path:
-    from facedet.export.tflite import export_tflite
-    from facedet.params.sections import ExportParams
-
-    from standin_detector import build_standin, face_image, standin_anchors
-
-    path = tmp_path_factory.mktemp("tflite") / "face.tflite"
-    return export_tflite(build_standin(zero_boxes=True), standin_anchors(), [face_image(np.random.default_rng(2), 8, 8)],
-                         path, ExportParams(max_detections=20, score_threshold=0.05, nms_iou=0.4), quantize="float")
-
-
-@pytest.fixture(scope="module")
 def photo(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("photo") / "photo.jpg"
     Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(path)

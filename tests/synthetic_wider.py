@@ -1,10 +1,13 @@
 """A WIDERFace-sized gt txt, generated (never downloaded): 12,880 images and 159,424 faces like the
 official wider_face_train_bbx_gt.txt, with its quirks (zero-face images with the dummy line, trailing
-spaces, optional CRLF). Used by tests/test_wider_gt.py (counts) and bench/data_speed.py (time)."""
+spaces, optional CRLF). Used by tests/test_wider_gt.py (counts) and bench/data_speed.py (time).
+Also a three-image gt txt with the same quirks, and three val images as the eval ground truth has them."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from facedet.data.wider_mat import EvalImage
 
 TRAIN_IMAGES, TRAIN_FACES, ZERO_FACE_IMAGES = 12_880, 159_424, 4
 
@@ -31,3 +34,31 @@ def full_size_gt_txt(seed: int = 0, crlf: bool = False) -> tuple[str, np.ndarray
         k += n
     newline = "\r\n" if crlf else "\n"
     return newline.join(lines) + newline, counts
+
+
+# Three images: one face; no face (the dummy line); three faces, one with a negative x and height.
+SMALL_GT_TXT = """0--Parade/0_Parade_marchingband_1_849.jpg
+1
+449 330 122 149 0 0 0 0 0 0 
+0--Parade/0_Parade_Parade_0_904.jpg
+0
+0 0 0 0 0 0 0 0 0 0 
+1--Handshaking/1_Handshaking_Handshaking_1_35.jpg
+3
+10 20 30 40 2 1 0 0 1 0 
+5 6 0 8 0 0 0 1 0 0 
+-3 7 12 -2 1 0 1 0 2 1 
+"""
+
+
+def small_eval_set() -> tuple[list[EvalImage], list[np.ndarray]]:
+    """Three val images in two events (one with no faces) and their attribute rows."""
+    images = [
+        EvalImage("0--Parade", "0_Parade_a_1_1", np.array([[1, 2, 30, 40], [5, 6, 7, 8]], float),
+                  {"easy": np.array([1]), "medium": np.array([1]), "hard": np.array([1, 2])}),
+        EvalImage("0--Parade", "0_Parade_a_1_2", np.zeros((0, 4)), {}),
+        EvalImage("1--Handshaking", "1_Handshaking_b_1_3", np.array([[9, 9, 50, 60]], float),
+                  {"easy": np.array([], int), "medium": np.array([1]), "hard": np.array([1])}),
+    ]
+    attrs = [np.array([[0, 0, 0, 0, 0, 0], [2, 1, 1, 0, 2, 1]]), np.zeros((0, 6)), np.array([[1, 0, 0, 0, 1, 0]])]
+    return images, attrs

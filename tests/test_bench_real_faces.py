@@ -14,10 +14,8 @@ import pytest
 from PIL import Image
 
 from facedet.data.wider_mat import EvalImage, write_eval_mats
-from facedet.export.tflite import export_tflite
-from facedet.params.sections import ExportParams
 
-from standin_detector import GRID, SIZE, build_standin, face_image, standin_anchors
+from standin_detector import GRID, SIZE, face_image
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL = SIZE // GRID
@@ -44,15 +42,6 @@ def run_bench(*args: str, skip: tuple[str, ...] = ("blazeface", "yunet", "ulfd")
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def standin_tflite(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(1)
-    calibration = [face_image(rng, 8, 8), face_image(rng, 40, 24)]
-    path = tmp_path_factory.mktemp("bench") / "face_detector_int8.tflite"
-    return export_tflite(build_standin(zero_boxes=True), standin_anchors(), calibration, path,
-                         ExportParams(max_detections=20, score_threshold=0.05, nms_iou=0.4), quantize="float")
-
-
 def test_the_benchmark_scores_a_detector_that_finds_every_face(tmp_path, standin_tflite):
     write_tree(tmp_path / "tree", [(1, 2), (5, 4), (3, 6)])
     result = run_bench("--wider", str(tmp_path / "tree"), "--tflite", str(standin_tflite),
@@ -62,7 +51,7 @@ def test_the_benchmark_scores_a_detector_that_finds_every_face(tmp_path, standin
             "| outside invoke | ns/px | peak RSS MB | alloc/call KB |") in result.stdout
     assert "WIDER val photos: 3" in result.stdout
     (row,) = json.loads((tmp_path / "table.json").read_text())
-    assert row["detector"] == "ours face_detector_int8.tflite" and row["input"] == "64x64 uint8"
+    assert row["detector"] == f"ours {standin_tflite.name}" and row["input"] == "64x64 uint8"
     assert row["easy"] > 0.95 and row["medium"] > 0.95 and row["hard"] > 0.95
     assert row["size_kb"] > 0 and row["latency_ms"] == pytest.approx(row["call_ms_median"], abs=0.006) and row["latency_ms"] > 0
 
@@ -92,7 +81,7 @@ def test_the_frontier_is_a_csv_and_a_png_of_ap_against_time(tmp_path, standin_tf
     row = json.loads((tmp_path / "table.json").read_text())[0]
     lines = (tmp_path / "plots" / "frontier.csv").read_text().splitlines()
     assert lines[0] == "detector,input,ms_per_photo,easy,medium,hard"
-    assert lines[1] == (f"ours face_detector_int8.tflite,64x64 uint8,{row['latency_ms']},"
+    assert lines[1] == (f"ours {standin_tflite.name},64x64 uint8,{row['latency_ms']},"
                         f"{row['easy']},{row['medium']},{row['hard']}")
     assert (tmp_path / "plots" / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The same from the JSON of that pass, by the frontier script alone.
@@ -149,7 +138,7 @@ def test_the_latency_benchmark_splits_our_call_on_a_photo(standin_tflite):
     header, rule, row = phase_breakdown([standin_tflite], photo, blocks=2, runs=3)
     assert header.split(" | ")[2:6] == ["prepare ms", "invoke ms", "outputs ms", "call ms"]
     cells = row.strip("| ").split(" | ")
-    assert cells[:2] == ["face_detector_int8.tflite", "64x64"]
+    assert cells[:2] == [standin_tflite.name, "64x64"]
     medians = [float(cell.split(" / ")[0]) for cell in cells[2:6]]
     assert all(m >= 0 for m in medians) and medians[3] > 0 and cells[6].endswith("%")
 

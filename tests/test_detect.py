@@ -16,23 +16,19 @@ import tensorflow as tf
 from PIL import Image
 
 from facedet.cli import main
-from facedet.export.tflite import export_tflite
-from facedet.params.sections import ExportParams
 from facedet.runtime.file_runner import detect_faces, list_inputs
 from facedet.runtime.tflite_detector import TFLiteDetector
 
-from standin_detector import GRID, build_standin, face_image, standin_anchors
+from standin_detector import GRID, face_image
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """Float export of the stand-in with a zero box head: each detection is exactly its anchor."""
-    rng = np.random.default_rng(2)
-    path = tmp_path_factory.mktemp("detect") / "face_float.tflite"
-    return export_tflite(build_standin(zero_boxes=True), standin_anchors(), [face_image(rng, 8, 8)], path,
-                         ExportParams(max_detections=20, score_threshold=0.05, nms_iou=0.4), quantize="float")
+@pytest.fixture
+def model(standin_tflite):
+    """The stand-in .tflite of conftest.py (a zero box head: each detection is exactly its anchor), by the
+    name `facedet detect` gives it."""
+    return standin_tflite
 
 
 @pytest.fixture

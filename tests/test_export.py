@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from facedet.export.tflite import POSTPROCESS_OP, export_tflite, implements_signature, representative_images, tflite_ops
+from facedet.export.tflite import POSTPROCESS_OP, export_tflite, representative_images, tflite_ops
 from facedet.model.anchors import anchor_boxes
 from facedet.model.config import DetectorConfig
 from facedet.model.ssd import build_detector
@@ -20,7 +20,7 @@ from facedet.runtime.tflite_detector import OUTPUT_NAMES, load_interpreter
 
 from standin_detector import SIZE, build_standin, face_image, standin_anchors
 
-MAX_DETECTIONS, SCORE_THRESHOLD, IOU = 10, 0.05, 0.4
+MAX_DETECTIONS, SCORE_THRESHOLD, IOU = 10, 0.05, 0.45  # none the ExportParams default: the file must follow them
 PARAMS = ExportParams(max_detections=MAX_DETECTIONS, score_threshold=SCORE_THRESHOLD, nms_iou=IOU)
 
 
@@ -70,6 +70,23 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def postprocess_op(path) -> tuple[dict, np.ndarray]:
+    """The file's TFLite_Detection_PostProcess op as the interpreter reads it: its custom options (a
+    flexbuffer map of the attributes it runs with) and its anchors (its third input, a constant float32
+    (A, 4) `(ycenter, xcenter, h, w)`)."""
+    from flatbuffers import flexbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    graph = model.subgraphs[0]
+    [op] = [op for op in graph.operators
+            if model.operatorCodes[op.opcodeIndex].customCode == b"TFLite_Detection_PostProcess"]
+    anchors = graph.tensors[op.inputs[2]]
+    assert anchors.type == schema.TensorType.FLOAT32
+    return (flexbuffers.Loads(bytes(op.customOptions)),
+            np.frombuffer(bytes(model.buffers[anchors.buffer].data), np.float32).reshape(-1, 4))
+
+
 def run_tflite(path, image):
     interpreter, outputs = load_interpreter(path)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
@@ -113,6 +130,7 @@ def test_regular_nms_gives_the_same_single_class_detections(model, exported, tmp
     _, fast_boxes, fast_scores = run_tflite(exported["float"], image)
     np.testing.assert_allclose(scores, fast_scores, atol=1e-6)
     np.testing.assert_allclose(boxes, fast_boxes, atol=1e-6)
+    assert postprocess_op(regular)[0]["use_regular_nms"]  # as asked, read back from the file
 
 
 def test_int8_export_finds_the_same_faces_loosely(model, exported):
@@ -129,14 +147,19 @@ def test_int8_export_finds_the_same_faces_loosely(model, exported):
     assert np.all(res["detection_classes"][0, : len(scores)] == 0)
 
 
-def test_postprocess_attributes_follow_tf_od_api():
-    text = implements_signature(ExportParams(max_detections=100, score_threshold=0.02, nms_iou=0.4))
-    assert text.startswith('name: "TFLite_Detection_PostProcess"')
-    for attr in ('"max_detections" value { i: 100 }', '"max_classes_per_detection" value { i: 1 }',
-                 '"use_regular_nms" value { b: false }', '"nms_score_threshold" value { f: 0.02 }',
-                 '"nms_iou_threshold" value { f: 0.4 }', '"y_scale" value { f: 10.0 }', '"w_scale" value { f: 5.0 }',
-                 '"num_classes" value { i: 1 }', '"detections_per_class" value { i: 100 }'):
-        assert attr in text
+def test_the_postprocess_op_in_the_file_runs_with_the_export_params_the_box_coder_and_the_anchors(exported):
+    """Read back from each exported file, in TF OD API's attribute names: the params asked for, one class,
+    the training box coder's scales (10, 10, 5, 5), and the anchors given as corners, now centre and size."""
+    corners = standin_anchors().astype(np.float64)
+    centres = np.column_stack([(corners[:, 0] + corners[:, 2]) / 2, (corners[:, 1] + corners[:, 3]) / 2,
+                               corners[:, 2] - corners[:, 0], corners[:, 3] - corners[:, 1]])
+    expected = {"max_detections": MAX_DETECTIONS, "max_classes_per_detection": 1, "num_classes": 1,
+                "nms_score_threshold": pytest.approx(SCORE_THRESHOLD), "nms_iou_threshold": pytest.approx(IOU),
+                "use_regular_nms": False, "y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_scale": 5.0}
+    for quantize, path in exported.items():
+        options, anchors = postprocess_op(path)
+        assert options == expected, quantize
+        np.testing.assert_allclose(anchors, centres, atol=1e-7, err_msg=quantize)
 
 
 def test_bad_requests_fail_before_converting(model, tmp_path):

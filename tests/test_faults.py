@@ -124,18 +124,6 @@ def on_tiny_disk(mount: Path, size_kb: int, command: str, cwd: Path, prepare: st
 
 
 @pytest.fixture(scope="module")
-def standin_tflite(tmp_path_factory) -> Path:
-    from facedet.export.tflite import export_tflite
-    from facedet.params.sections import ExportParams
-
-    from standin_detector import build_standin, face_image, standin_anchors
-
-    path = tmp_path_factory.mktemp("tflite") / "face.tflite"
-    return export_tflite(build_standin(zero_boxes=True), standin_anchors(), [face_image(np.random.default_rng(2), 8, 8)],
-                         path, ExportParams(max_detections=20, score_threshold=0.05, nms_iou=0.4), quantize="float")
-
-
-@pytest.fixture(scope="module")
 def photo(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("photo") / "photo.jpg"
     Image.fromarray(np.full((60, 80, 3), 90, np.uint8)).save(path)
@@ -341,18 +329,24 @@ def test_a_killed_stage_leaves_nothing_that_survives_its_next_run(tmp_path):
     while not list((root / "data").glob(".tfrecords.tmp-*/*")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)  # until the workers write shards into the temporary directory
     assert proc.poll() is None, "the shard stage ended before it could be killed"
-    time.sleep(0.2)
     proc.kill()
     _, stderr = proc.communicate()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30  # its workers see their parent gone and stop
+    while _processes_in(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_in(root) == []  # no orphan workers
     leftovers = list((root / "data").glob(".tfrecords.tmp-*"))
     assert leftovers and not (root / "data/tfrecords").exists()  # a kill -9 cannot clean up: no final output
     status = run(["git", "status", "--porcelain", "--untracked-files=all"], root)
     assert ".tmp-" not in status  # git-ignored: `git add -A` does not commit them
     assert "BrokenPipe" not in stderr and "Traceback" not in stderr
-    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _cwd(pid) == root]  # no orphan workers
     assert stage(root, "shard").returncode == 0
     assert not list((root / "data").glob(".*.tmp-*")) and (root / "data/tfrecords/label_map.pbtxt").is_file()
+
+
+def _processes_in(folder: Path) -> list[str]:
+    """The ids of the processes running in `folder`."""
+    return [pid for pid in os.listdir("/proc") if pid.isdigit() and _cwd(pid) == folder]
 
 
 def _cwd(pid: str) -> Path | None:

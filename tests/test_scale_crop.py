@@ -14,7 +14,7 @@ from facedet.params.sections import AugmentParams
 from facedet.train.input import make_dataset
 from facedet.train.scale_crop import scale_crop
 
-from test_input import MATCHING, TINY, write_face_records
+from face_shards import MATCHING, TINY, write_face_records
 
 
 def jpeg_with_block(height: int, width: int, block: tuple[int, int, int, int]) -> tuple[bytes, np.ndarray]:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -26,7 +28,7 @@ from facedet.train.fused_batch_norm import FusedBatchNormalization, fused_batch_
 from facedet.train.loop import train
 from facedet.train.schedule import learning_rate_at
 
-from test_input import TINY, write_face_records
+from face_shards import TINY, write_face_records
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = TrainParams(steps=24, batch_size=4, learning_rate=0.01, warmup_steps=2, weight_decay=4e-5, seed=1,
@@ -47,6 +49,14 @@ def trained(tmp_path_factory):
     metrics = train(PARAMS, TINY, files, out["model"], out["ckpt"], out["live"], val_files=files, progress=False,
                     tensorboard_dir=out["board"])
     return files, out, metrics
+
+
+def own_copy(out: dict[str, Path], tmp_path: Path) -> dict[str, Path]:
+    """The `trained` run's outputs copied into `tmp_path`, for a test that trains on from them: the module's
+    run stays as trained for every other test, whatever order they run in."""
+    root = out["model"].parent
+    shutil.copytree(root, tmp_path / root.name)
+    return {name: tmp_path / root.name / path.relative_to(root) for name, path in out.items()}
 
 
 def test_a_few_steps_lower_the_loss_and_write_the_detector(trained):
@@ -78,8 +88,9 @@ def test_tensorboard_gets_the_same_scalars(trained):
     assert {"learning_rate", "loss/classification", "val/loss/total"} <= set(tags)
 
 
-def test_a_restart_resumes_from_the_last_checkpoint_and_continues_the_curves(trained, capsys):
-    files, out, _ = trained
+def test_a_restart_resumes_from_the_last_checkpoint_and_continues_the_curves(trained, tmp_path, capsys):
+    files, trained_out, _ = trained
+    out = own_copy(trained_out, tmp_path)
     # as if the run had been killed right after its checkpoint at step 16
     for leftover in out["ckpt"].glob(f"ckpt-{PARAMS.steps}.*"):
         leftover.unlink()
@@ -94,18 +105,26 @@ def test_a_restart_resumes_from_the_last_checkpoint_and_continues_the_curves(tra
 
 
 def test_the_same_weights_save_to_the_same_bytes(tmp_path):
+    """Whenever they are saved: model.keras keeps no save time (Keras writes one into metadata.json and the
+    zip's member dates), so DVC's cache hits for the stages after training."""
     from facedet.model.ssd import build_detector
     from facedet.train.save import save_detector
 
     model = build_detector(TINY)
+    before = time.localtime()
     save_detector(model, TINY, tmp_path / "first")
-    time.sleep(1.1)  # Keras stamps the save time to the second
     save_detector(model, TINY, tmp_path / "second")
+    save_days = {time.strftime("%Y-%m-%d", day) for day in (before, time.localtime())}
     assert (tmp_path / "first/model.keras").read_bytes() == (tmp_path / "second/model.keras").read_bytes()
+    with zipfile.ZipFile(tmp_path / "first/model.keras") as saved:
+        assert not {"%04d-%02d-%02d" % member.date_time[:3] for member in saved.infolist()} & save_days
+        date_saved = json.loads(saved.read("metadata.json")).get("date_saved", "")
+        assert not any(date_saved.startswith(day) for day in save_days), date_saved
 
 
-def test_a_changed_recipe_starts_over(trained):
-    files, out, _ = trained
+def test_a_changed_recipe_starts_over(trained, tmp_path):
+    files, trained_out, _ = trained
+    out = own_copy(trained_out, tmp_path)
     changed = TrainParams(**{**PARAMS.__dict__, "steps": 3, "learning_rate": 0.02})
     train(changed, TINY, files, out["model"], out["ckpt"], out["live"], progress=False)
     assert [s for s, _ in curve(out["live"])] == [0, 1, 2]
@@ -126,31 +145,17 @@ def test_resumed_curves_are_put_back_as_they_were_at_the_checkpoint(tmp_path):
     assert [s for s, _ in curve(live, "loss/total")] == list(range(16))
 
 
-# A training process as `python -m stages.train` runs it, on the tiny config and synthetic shards.
-DRIVER = """
-import json, sys
-from pathlib import Path
-sys.path[:0] = [{tests!r}, {repo!r}]
-root = Path(sys.argv[2])
-if len(sys.argv) > 3:  # split the CPU into logical devices before TF starts
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(sys.argv[3]))
-from test_input import TINY
-from facedet.params.sections import TrainParams
-from facedet.train.loop import train
-metrics = train(TrainParams(**json.loads(sys.argv[1])), TINY, sorted(map(str, root.glob("train.record-*"))),
-                root / "detector", root / "checkpoints", root / "dvclive", progress=False)
-print("metrics", json.dumps(metrics))
-"""
+# A training process as `python -m stages.train` runs it, on TINY and the shards in its root.
+TRAINING_PROCESS = Path(__file__).with_name("training_process.py")
 
 
 def training_process(params: dict, root: Path, logical_cpus: int | None = None,
                      env_extra: dict[str, str] | None = None) -> subprocess.Popen:
-    code = DRIVER.format(tests=str(REPO / "tests"), repo=str(REPO))
-    args = [sys.executable, "-c", code, json.dumps(params), str(root)] + ([str(logical_cpus)] if logical_cpus else [])
+    args = [sys.executable, str(TRAINING_PROCESS), json.dumps(params), str(root)]
+    args += ["--logical-cpus", str(logical_cpus)] if logical_cpus else []
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}  # only the multi-worker test sets one
-    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", **(env_extra or {})})
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env.update({"TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": python_path, **(env_extra or {})})
     return subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import zipfile
 
 import pytest
-from test_wider_gt import GT
-from test_wider_mat import eval_set
 
 from facedet.data.wider_archive import WiderArchive
 from facedet.data.wider_mat import eval_mat_bytes
 from facedet.process.zips import UnsafeMemberError
+
+from synthetic_wider import SMALL_GT_TXT, small_eval_set
 
 
 def _zip(path, members):
@@ -23,8 +23,8 @@ def _zip(path, members):
 def test_archive_reads_members_in_place_and_names_what_is_missing(tmp_path):
     _zip(tmp_path / "WIDER_val.zip", {"WIDER_val/images/0--Parade/a.jpg": b"jpeg-a",
                                       "WIDER_val/images/0--Parade/b.jpg": b"jpeg-b"})
-    _zip(tmp_path / "wider_face_split.zip", {"wider_face_split/wider_face_val_bbx_gt.txt": GT})
-    images, attrs = eval_set()
+    _zip(tmp_path / "wider_face_split.zip", {"wider_face_split/wider_face_val_bbx_gt.txt": SMALL_GT_TXT})
+    images, attrs = small_eval_set()
     mats = eval_mat_bytes(images, attrs)
     _zip(tmp_path / "eval_tools.zip", {f"eval_tools/ground_truth/{k}": v for k, v in mats.items()})
     archive = WiderArchive(tmp_path)

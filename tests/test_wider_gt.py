@@ -8,24 +8,11 @@ import pytest
 
 from facedet.data.wider_gt import WiderFormatError, WiderRecord, eval_key, format_gt_txt, image_of_key, parse_gt_txt
 
-from synthetic_wider import TRAIN_FACES, TRAIN_IMAGES, ZERO_FACE_IMAGES, full_size_gt_txt
-
-GT = """0--Parade/0_Parade_marchingband_1_849.jpg
-1
-449 330 122 149 0 0 0 0 0 0 
-0--Parade/0_Parade_Parade_0_904.jpg
-0
-0 0 0 0 0 0 0 0 0 0 
-1--Handshaking/1_Handshaking_Handshaking_1_35.jpg
-3
-10 20 30 40 2 1 0 0 1 0 
-5 6 0 8 0 0 0 1 0 0 
--3 7 12 -2 1 0 1 0 2 1 
-"""
+from synthetic_wider import SMALL_GT_TXT, TRAIN_FACES, TRAIN_IMAGES, ZERO_FACE_IMAGES, full_size_gt_txt
 
 
 def test_parser_reads_counts_and_the_zero_face_dummy_line():
-    records = parse_gt_txt(GT, "gt.txt")
+    records = parse_gt_txt(SMALL_GT_TXT, "gt.txt")
     assert [r.image for r in records] == ["0--Parade/0_Parade_marchingband_1_849.jpg",
                                           "0--Parade/0_Parade_Parade_0_904.jpg",
                                           "1--Handshaking/1_Handshaking_Handshaking_1_35.jpg"]
@@ -37,12 +24,13 @@ def test_parser_reads_counts_and_the_zero_face_dummy_line():
 
 
 def test_parser_accepts_crlf_trailing_spaces_and_a_missing_final_newline():
-    text = GT.replace("\n", "  \r\n").rstrip()
-    assert [r.gt_rows.tolist() for r in parse_gt_txt(text)] == [r.gt_rows.tolist() for r in parse_gt_txt(GT)]
+    text = SMALL_GT_TXT.replace("\n", "  \r\n").rstrip()
+    as_written = [r.gt_rows.tolist() for r in parse_gt_txt(SMALL_GT_TXT)]
+    assert [r.gt_rows.tolist() for r in parse_gt_txt(text)] == as_written
 
 
 def test_writer_round_trips_and_writes_the_dummy_line():
-    records = parse_gt_txt(GT)
+    records = parse_gt_txt(SMALL_GT_TXT)
     text = format_gt_txt(records)
     assert "0\n0 0 0 0 0 0 0 0 0 0 \n" in text
     again = parse_gt_txt(text)
@@ -96,4 +84,4 @@ def test_an_image_path_and_its_eval_key_convert_both_ways():
     assert eval_key("0--Parade/0_Parade_marchingband_1_849.jpg") == "0--Parade/0_Parade_marchingband_1_849"
     assert eval_key("0--Parade/a.b.JPG") == "0--Parade/a.b"  # only the extension goes, whatever its case
     assert image_of_key("0--Parade/0_Parade_marchingband_1_849") == "0--Parade/0_Parade_marchingband_1_849.jpg"
-    assert all(image_of_key(eval_key(r.image)) == r.image for r in parse_gt_txt(GT))
+    assert all(image_of_key(eval_key(r.image)) == r.image for r in parse_gt_txt(SMALL_GT_TXT))

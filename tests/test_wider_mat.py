@@ -7,24 +7,13 @@ import numpy as np
 import scipy.io
 
 from facedet.data.wider_gt import WiderRecord
-from facedet.data.wider_mat import EvalImage, eval_images_of, eval_mat_bytes, read_eval_ground_truth, write_eval_mats
+from facedet.data.wider_mat import eval_images_of, eval_mat_bytes, read_eval_ground_truth, write_eval_mats
 
-
-def eval_set() -> tuple[list[EvalImage], list[np.ndarray]]:
-    """Three val images in two events (one with no faces) and their attribute rows."""
-    images = [
-        EvalImage("0--Parade", "0_Parade_a_1_1", np.array([[1, 2, 30, 40], [5, 6, 7, 8]], float),
-                  {"easy": np.array([1]), "medium": np.array([1]), "hard": np.array([1, 2])}),
-        EvalImage("0--Parade", "0_Parade_a_1_2", np.zeros((0, 4)), {}),
-        EvalImage("1--Handshaking", "1_Handshaking_b_1_3", np.array([[9, 9, 50, 60]], float),
-                  {"easy": np.array([], int), "medium": np.array([1]), "hard": np.array([1])}),
-    ]
-    attrs = [np.array([[0, 0, 0, 0, 0, 0], [2, 1, 1, 0, 2, 1]]), np.zeros((0, 6)), np.array([[1, 0, 0, 0, 1, 0]])]
-    return images, attrs
+from synthetic_wider import small_eval_set
 
 
 def test_eval_mats_have_the_official_structure(tmp_path):
-    images, attrs = eval_set()
+    images, attrs = small_eval_set()
     paths = write_eval_mats(images, attrs, tmp_path)
     assert sorted(p.name for p in paths) == ["wider_easy_val.mat", "wider_face_val.mat",
                                              "wider_hard_val.mat", "wider_medium_val.mat"]
@@ -44,7 +33,7 @@ def test_eval_mats_have_the_official_structure(tmp_path):
 
 
 def test_eval_ground_truth_round_trips_from_a_directory_and_from_bytes(tmp_path):
-    images, attrs = eval_set()
+    images, attrs = small_eval_set()
     write_eval_mats(images, attrs, tmp_path)
     from_dir = read_eval_ground_truth(tmp_path)
     from_bytes = read_eval_ground_truth({p.name: p.read_bytes() for p in tmp_path.glob("*.mat")})

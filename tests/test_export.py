@@ -133,6 +133,17 @@ def test_regular_nms_gives_the_same_single_class_detections(model, exported, tmp
     assert postprocess_op(regular)[0]["use_regular_nms"]  # as asked, read back from the file
 
 
+def test_regular_nms_keeps_as_many_faces_as_max_detections_says_past_the_kernels_100(tmp_path):
+    # Zero box encodings: the detections are the 128 anchors themselves, none overlapping another
+    # by IoU 0.45, so all 128 survive NMS; the kernel's default would keep 100 per class.
+    params = dataclasses.replace(PARAMS, max_detections=128, score_threshold=1e-6, use_regular_nms=True)
+    regular = export_tflite(build_standin(zero_boxes=True), standin_anchors(), calibration_images(2),
+                            tmp_path / "regular.tflite", params, quantize="float")
+    _, boxes, scores = run_tflite(regular, np.full((SIZE, SIZE, 3), 128, np.uint8))
+    assert len(scores) == 128
+    assert postprocess_op(regular)[0]["detections_per_class"] == 128
+
+
 def test_int8_export_finds_the_same_faces_loosely(model, exported):
     image = face_image(np.random.default_rng(6), 36, 8)
     res, boxes, scores = run_tflite(exported["int8"], image)

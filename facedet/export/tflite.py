@@ -35,6 +35,7 @@ from typing import Literal
 
 import numpy as np
 
+from facedet.export.postprocess_options import with_detections_per_class
 from facedet.model.boxes import SCALE_FACTORS, corners_to_centre
 from facedet.process.atomic import atomic_path
 from facedet.runtime.photo_fit import fit_to_input
@@ -109,7 +110,8 @@ def implements_signature(params: PostProcessParams) -> str:
     attrs = [
         ("max_detections", "i", params.max_detections),
         ("max_classes_per_detection", "i", 1),
-        ("detections_per_class", "i", params.max_detections),  # regular NMS only
+        ("detections_per_class", "i", params.max_detections),  # regular NMS only; dropped by the converter,
+        # written back by facedet.export.postprocess_options
         ("use_regular_nms", "b", str(bool(params.use_regular_nms)).lower()),
         ("nms_score_threshold", "f", f"{params.score_threshold:.9g}"),
         ("nms_iou_threshold", "f", f"{params.nms_iou:.9g}"),
@@ -329,7 +331,7 @@ def export_tflite(model, anchors_yxyx: np.ndarray, representative_images: Iterab
     archive = build_serving_archive(model, anchors_yxyx, params)
     with tempfile.TemporaryDirectory(prefix="facedet-export-") as tmp:
         archive.write_out(tmp, verbose=False)
-        content = convert_saved_model(tmp, quantize, images)
+        content = with_detections_per_class(convert_saved_model(tmp, quantize, images), params.max_detections)
     with atomic_path(out_path) as tmp_path:
         tmp_path.write_bytes(content)
         verify_tflite(tmp_path, quantize, probes, keras_model=model, score_threshold=params.score_threshold)

@@ -164,7 +164,8 @@ def test_the_postprocess_op_in_the_file_runs_with_the_export_params_the_box_code
     corners = standin_anchors().astype(np.float64)
     centres = np.column_stack([(corners[:, 0] + corners[:, 2]) / 2, (corners[:, 1] + corners[:, 3]) / 2,
                                corners[:, 2] - corners[:, 0], corners[:, 3] - corners[:, 1]])
-    expected = {"max_detections": MAX_DETECTIONS, "max_classes_per_detection": 1, "num_classes": 1,
+    expected = {"max_detections": MAX_DETECTIONS, "detections_per_class": MAX_DETECTIONS,
+                "max_classes_per_detection": 1, "num_classes": 1,
                 "nms_score_threshold": pytest.approx(SCORE_THRESHOLD), "nms_iou_threshold": pytest.approx(IOU),
                 "use_regular_nms": False, "y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_scale": 5.0}
     for quantize, path in exported.items():

@@ -158,6 +158,20 @@ def test_int8_export_finds_the_same_faces_loosely(model, exported):
     assert np.all(res["detection_classes"][0, : len(scores)] == 0)
 
 
+def test_int8_scores_near_one_keep_apart_instead_of_tying_at_255_of_256(model, exported):
+    # The face's best anchors score ~0.9997 and ~0.999 in float; an int8 sigmoid would tie them at
+    # 255/256 (and every other confident face with them), flattening the top of the PR curve.
+    image = face_image(np.random.default_rng(6), 36, 8)
+    _, _, scores = run_tflite(exported["int8"], image)
+    _, ref_scores = reference_detections(model, image)
+    assert ref_scores[1] > 255 / 256
+    assert scores[0] > scores[1] > 255 / 256
+    np.testing.assert_allclose(scores[:2], ref_scores[:2], atol=5e-4)
+    ops = tflite_ops(exported["int8"].read_bytes())
+    [sigmoid] = [op for op in ops if op["op_name"] == "LOGISTIC"]
+    assert ops[-1]["op_name"] == POSTPROCESS_OP and ops[-1]["inputs"][1] == sigmoid["outputs"][0]
+
+
 def test_the_postprocess_op_in_the_file_runs_with_the_export_params_the_box_coder_and_the_anchors(exported):
     """Read back from each exported file, in TF OD API's attribute names: the params asked for, one class,
     the training box coder's scales (10, 10, 5, 5), and the anchors given as corners, now centre and size."""

@@ -4,7 +4,8 @@ Input float32 [B, 64, 64, 3] pixels 0..255; an 8x8 grid of cells (8 px each), 2 
 (square, sides 0.125 and 0.25 of the input), A = 128, in facedet.model.anchors order (row, column,
 anchor type). The face logit of a cell grows with its brightness, so a bright square on a dark
 background is "a face" at the anchors under it; box encodings are a small random function of
-the cell colour (or exactly zero: decoded boxes are then the anchors themselves).
+the cell colour (or exactly zero: decoded boxes are then the anchors themselves). Its class logits
+are two levels concatenated (grid rows 0-3, then 4-7), like the detector's.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ def build_standin(zero_boxes: bool = False, seed: int = 0) -> keras.Model:
     box_head = keras.layers.Conv2D(4 * k, 1, name="box_head")
     class_head = keras.layers.Conv2D(k, 1, name="class_head")
     boxes = keras.layers.Reshape((-1, 4), name="box_encodings")(box_head(hidden))
-    logits = keras.layers.Reshape((-1, 1), name="class_logits")(class_head(cells))
+    # Two "levels" (grid rows 0-3 and 4-7) concatenated, as the detector concatenates its levels: the
+    # sigmoid the export adds then follows a concatenation, as it does in the detector's graph.
+    cell_logits = class_head(cells)
+    halves = [keras.layers.Reshape((-1, 1))(keras.layers.Cropping2D(((top, GRID // 2 - top), (0, 0)))(cell_logits))
+              for top in (0, GRID // 2)]
+    logits = keras.layers.Concatenate(axis=1, name="class_logits")(halves)
     model = keras.Model(image, {"box_encodings": boxes, "class_logits": logits})
     rng = np.random.default_rng(seed)
     model.get_layer("hidden").set_weights([rng.normal(0, 1, (1, 1, 3, 8)).astype("float32"), np.zeros(8, "float32")])

@@ -133,6 +133,17 @@ def test_regular_nms_gives_the_same_single_class_detections(model, exported, tmp
     assert postprocess_op(regular)[0]["use_regular_nms"]  # as asked, read back from the file
 
 
+def test_regular_nms_keeps_as_many_faces_as_max_detections_says_past_the_kernels_100(tmp_path):
+    # Zero box encodings: the detections are the 128 anchors themselves, none overlapping another
+    # by IoU 0.45, so all 128 survive NMS; the kernel's default would keep 100 per class.
+    params = dataclasses.replace(PARAMS, max_detections=128, score_threshold=1e-6, use_regular_nms=True)
+    regular = export_tflite(build_standin(zero_boxes=True), standin_anchors(), calibration_images(2),
+                            tmp_path / "regular.tflite", params, quantize="float")
+    _, boxes, scores = run_tflite(regular, np.full((SIZE, SIZE, 3), 128, np.uint8))
+    assert len(scores) == 128
+    assert postprocess_op(regular)[0]["detections_per_class"] == 128
+
+
 def test_int8_export_finds_the_same_faces_loosely(model, exported):
     image = face_image(np.random.default_rng(6), 36, 8)
     res, boxes, scores = run_tflite(exported["int8"], image)
@@ -147,13 +158,28 @@ def test_int8_export_finds_the_same_faces_loosely(model, exported):
     assert np.all(res["detection_classes"][0, : len(scores)] == 0)
 
 
+def test_int8_scores_near_one_keep_apart_instead_of_tying_at_255_of_256(model, exported):
+    # The face's best anchors score ~0.9997 and ~0.999 in float; an int8 sigmoid would tie them at
+    # 255/256 (and every other confident face with them), flattening the top of the PR curve.
+    image = face_image(np.random.default_rng(6), 36, 8)
+    _, _, scores = run_tflite(exported["int8"], image)
+    _, ref_scores = reference_detections(model, image)
+    assert ref_scores[1] > 255 / 256
+    assert scores[0] > scores[1] > 255 / 256
+    np.testing.assert_allclose(scores[:2], ref_scores[:2], atol=5e-4)
+    ops = tflite_ops(exported["int8"].read_bytes())
+    [sigmoid] = [op for op in ops if op["op_name"] == "LOGISTIC"]
+    assert ops[-1]["op_name"] == POSTPROCESS_OP and ops[-1]["inputs"][1] == sigmoid["outputs"][0]
+
+
 def test_the_postprocess_op_in_the_file_runs_with_the_export_params_the_box_coder_and_the_anchors(exported):
     """Read back from each exported file, in TF OD API's attribute names: the params asked for, one class,
     the training box coder's scales (10, 10, 5, 5), and the anchors given as corners, now centre and size."""
     corners = standin_anchors().astype(np.float64)
     centres = np.column_stack([(corners[:, 0] + corners[:, 2]) / 2, (corners[:, 1] + corners[:, 3]) / 2,
                                corners[:, 2] - corners[:, 0], corners[:, 3] - corners[:, 1]])
-    expected = {"max_detections": MAX_DETECTIONS, "max_classes_per_detection": 1, "num_classes": 1,
+    expected = {"max_detections": MAX_DETECTIONS, "detections_per_class": MAX_DETECTIONS,
+                "max_classes_per_detection": 1, "num_classes": 1,
                 "nms_score_threshold": pytest.approx(SCORE_THRESHOLD), "nms_iou_threshold": pytest.approx(IOU),
                 "use_regular_nms": False, "y_scale": 10.0, "x_scale": 10.0, "h_scale": 5.0, "w_scale": 5.0}
     for quantize, path in exported.items():

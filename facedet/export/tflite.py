@@ -19,7 +19,10 @@ weights (NaN outputs, READ_VARIABLE errors in int8); the graph therefore goes th
 export is checked afterwards (`verify_tflite`).
 
 int8 = full-integer post-training quantization with a representative dataset: uint8 input,
-int8 inside, the post-process op stays float (it has no int8 kernel), float32 outputs.
+int8 network up to the class logits, then float: the sigmoid (SCORE_OP) and the post-process op (it has no
+int8 kernel), float32 outputs. An int8 sigmoid would put every score on a 1/256 grid, which ties all
+confident faces at 255/256 and flattens the top of the precision-recall curve; in float, each of the
+int8 logits' 256 levels keeps its own score.
 The interpreter lists the four outputs in an order of its own: find them by the signature
 names in `OUTPUT_NAMES` (see `facedet.runtime.tflite_detector`), never by position.
 """
@@ -35,6 +38,7 @@ from typing import Literal
 
 import numpy as np
 
+from facedet.export.postprocess_options import with_detections_per_class
 from facedet.model.boxes import SCALE_FACTORS, corners_to_centre
 from facedet.process.atomic import atomic_path
 from facedet.runtime.photo_fit import fit_to_input
@@ -54,6 +58,7 @@ Quantize = Literal["int8", "float"]
 
 
 NUM_CLASSES = 1  # 'face'
+SCORE_OP = "LOGISTIC"  # the sigmoid on the class logits, left in float by the int8 quantizer
 
 # Peak memory of exporting one input size (int8 + float, calibration, verification), measured with the
 # default preset and 8 calibration images (`python bench/export_memory.py`, peak RSS of one process):
@@ -109,7 +114,8 @@ def implements_signature(params: PostProcessParams) -> str:
     attrs = [
         ("max_detections", "i", params.max_detections),
         ("max_classes_per_detection", "i", 1),
-        ("detections_per_class", "i", params.max_detections),  # regular NMS only
+        ("detections_per_class", "i", params.max_detections),  # regular NMS only; dropped by the converter,
+        # written back by facedet.export.postprocess_options
         ("use_regular_nms", "b", str(bool(params.use_regular_nms)).lower()),
         ("nms_score_threshold", "f", f"{params.score_threshold:.9g}"),
         ("nms_iou_threshold", "f", f"{params.nms_iou:.9g}"),
@@ -203,9 +209,12 @@ def convert_saved_model(saved_model_dir: str | os.PathLike, quantize: Quantize,
     """SavedModel from `build_serving_archive` -> TFLite flatbuffer bytes.
 
     int8: full-integer PTQ calibrated on `representative` (uint8 [H, W, 3] images); builtin ops
-    must all be int8 (the converter fails otherwise); the custom op stays float.
+    must all be int8 (the converter fails otherwise) but SCORE_OP; the custom op stays float. The public
+    converter API cannot leave one op in float: it calibrates only (`_experimental_calibrate_only`), then
+    quantizes with `mlir_quantize(denylisted_ops=...)`, the two halves of its own int8 path.
     """
     import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
 
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[SERVING_ENDPOINT])
     converter.allow_custom_ops = True
@@ -220,10 +229,12 @@ def convert_saved_model(saved_model_dir: str | os.PathLike, quantize: Quantize,
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter._experimental_calibrate_only = True  # noqa: SLF001 (quantized below, SCORE_OP left float)
     elif quantize != "float":
         raise ValueError(f"quantize must be 'int8' or 'float', got {quantize!r}")
     with quiet_interpreter_deprecation():  # the int8 calibrator builds a tf.lite.Interpreter
-        return converter.convert()
+        content = converter.convert()
+    return mlir_quantize(content, denylisted_ops=[SCORE_OP]) if quantize == "int8" else content
 
 
 def tflite_ops(model_content: bytes) -> list[dict]:
@@ -243,7 +254,7 @@ def verify_tflite(model_path: str | os.PathLike, quantize: Quantize, probe_image
     """Raise RuntimeError unless the exported file is the graph we meant to ship.
 
     Checks: last op is the post-process op and feeds every output; uint8 input [1, H, W, 3];
-    int8: the convolutions run in int8; the kept detections finite on `probe_images`, and not identical for
+    int8: the convolutions run in int8, the sigmoid in float, feeding the op's scores; the kept detections finite on `probe_images`, and not identical for
     different images that have detections (weights baked in); with `keras_model`: the best score
     on each probe matches the Keras model's (float: to 1e-3; int8: error beyond 0.3, warning
     beyond 0.1).
@@ -265,6 +276,11 @@ def verify_tflite(model_path: str | os.PathLike, quantize: Quantize, probe_image
                        and details[op["inputs"][0]]["dtype"] != np.int8]
         if float_convs:
             raise RuntimeError(f"{model_path}: {len(float_convs)} convolutions are not int8")
+        sigmoids = [op for op in ops if op["op_name"] == SCORE_OP]
+        if (len(sigmoids) != 1 or details[sigmoids[0]["inputs"][0]]["dtype"] != np.float32
+                or ops[-1]["inputs"][1] != sigmoids[0]["outputs"][0]):
+            raise RuntimeError(f"{model_path}: the scores do not reach {POSTPROCESS_OP} straight from a float "
+                               f"{SCORE_OP} (an int8 tensor on the way puts every score on a 1/256 grid)")
     results = []
     for image in probe_images:
         interpreter.set_tensor(inp["index"], image[None])
@@ -329,7 +345,7 @@ def export_tflite(model, anchors_yxyx: np.ndarray, representative_images: Iterab
     archive = build_serving_archive(model, anchors_yxyx, params)
     with tempfile.TemporaryDirectory(prefix="facedet-export-") as tmp:
         archive.write_out(tmp, verbose=False)
-        content = convert_saved_model(tmp, quantize, images)
+        content = with_detections_per_class(convert_saved_model(tmp, quantize, images), params.max_detections)
     with atomic_path(out_path) as tmp_path:
         tmp_path.write_bytes(content)
         verify_tflite(tmp_path, quantize, probes, keras_model=model, score_threshold=params.score_threshold)

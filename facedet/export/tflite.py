@@ -254,10 +254,10 @@ def verify_tflite(model_path: str | os.PathLike, quantize: Quantize, probe_image
     """Raise RuntimeError unless the exported file is the graph we meant to ship.
 
     Checks: last op is the post-process op and feeds every output; uint8 input [1, H, W, 3];
-    int8: the convolutions run in int8, the sigmoid in float, feeding the op's scores; the kept detections finite on `probe_images`, and not identical for
-    different images that have detections (weights baked in); with `keras_model`: the best score
-    on each probe matches the Keras model's (float: to 1e-3; int8: error beyond 0.3, warning
-    beyond 0.1).
+    int8: the convolutions run in int8, the sigmoid in float, feeding the op's scores; the kept
+    detections finite on `probe_images`, and not identical for different images that have detections
+    (weights baked in); with `keras_model`: the best score on each probe matches the Keras model's
+    (float: to 1e-3; int8: error beyond 0.3, warning beyond 0.1).
     """
     content = Path(model_path).read_bytes()
     ops = tflite_ops(content)

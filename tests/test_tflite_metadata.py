@@ -122,6 +122,17 @@ def test_mediapipe_object_detector_loads_the_file_and_returns_faces(exported, qu
         assert close.any(), f"MediaPipe detection {xywh} {score:.4f} not among ours:\n{ours}"
 
 
+def test_writing_the_metadata_again_later_gives_the_same_bytes(exported, tmp_path, monkeypatch):
+    # the populator stamps the label file with the time of writing; DVC's cache needs the same bytes
+    import time
+
+    plain, shipped = exported["int8"]
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)  # 2033, not the fixture's moment
+    again = write_detector_metadata(plain, ["face"], tmp_path / "again.tflite", name="stand-in",
+                                    version="0.1.0", description="test model")
+    assert again.read_bytes() == shipped.read_bytes()
+
+
 def test_a_model_without_the_postprocess_op_is_refused(tmp_path):
     require_installed("tensorflow_lite_support", "the TFLite metadata writer (tflite-support)")
     import keras

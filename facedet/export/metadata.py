@@ -31,6 +31,7 @@ from types import SimpleNamespace
 
 from facedet.model.config import DetectorConfig
 from facedet.process.atomic import atomic_path
+from facedet.process.zips import with_fixed_member_dates
 from facedet.runtime.tflite_detector import POSTPROCESS_OP, PostProcessParams
 
 LABEL_FILE = "labels.txt"
@@ -168,7 +169,7 @@ def write_detector_metadata(model_path: str | os.PathLike, labels: Sequence[str]
         )
         populated = writer.populate()
     with atomic_path(out_path) as tmp_path:
-        tmp_path.write_bytes(bytes(populated))
+        tmp_path.write_bytes(with_fixed_member_dates(bytes(populated)))  # the populator stamps the label file's time
     return out_path
 
 

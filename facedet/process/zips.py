@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import struct
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -32,6 +33,28 @@ def _fixed_info(name: str, compress: bool) -> zipfile.ZipInfo:
     info.external_attr = (0o755 << 16 | 0x10) if name.endswith("/") else 0o644 << 16
     info.compress_type = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     return info
+
+
+def with_fixed_member_dates(content: bytes) -> bytes:
+    """`content` (a file that ends in a zip, such as a .tflite with its label file attached) with every
+    member's date set to ZIP_DATE in its local and central headers; nothing else changes. Writers that
+    stamp the time of writing (the TFLite metadata populator) then give the same bytes on every run."""
+    year, month, day = ZIP_DATE[:3]
+    stamp = struct.pack("<HH", 0, (year - 1980) << 9 | month << 5 | day)  # DOS time (00:00:00), DOS date
+    out = bytearray(content)
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:  # offsets below are from the start of `content`
+        members, central = archive.infolist(), archive.start_dir
+    for member in members:
+        if out[member.header_offset:member.header_offset + 4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"no local header for {member.filename!r} at {member.header_offset}")
+        out[member.header_offset + 10:member.header_offset + 14] = stamp
+    for _ in members:
+        if out[central:central + 4] != b"PK\x01\x02":
+            raise zipfile.BadZipFile(f"no central directory entry at {central}")
+        out[central + 12:central + 16] = stamp
+        name_len, extra_len, comment_len = struct.unpack("<HHH", out[central + 28:central + 34])
+        central += 46 + name_len + extra_len + comment_len
+    return bytes(out)
 
 
 def zip_bytes(members: Mapping[str, bytes], compress: bool) -> bytes:

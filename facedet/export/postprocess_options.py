@@ -1,4 +1,4 @@
-"""The `TFLite_Detection_PostProcess` op's options as the converter leaves them, and the one it drops.
+"""The `TFLite_Detection_PostProcess` option the converter drops, written back into the file.
 
 The converter writes the op's attributes into its custom options (a flexbuffer map the kernel reads by
 key), but not `detections_per_class` (TF 2.21): the kernel then keeps at most its default, 100 boxes
@@ -11,14 +11,6 @@ from __future__ import annotations
 from flatbuffers import flexbuffers
 
 from facedet.runtime.tflite_detector import POSTPROCESS_OP
-
-
-def postprocess_options(content: bytes) -> dict:
-    """The post-process op's custom options in a `.tflite` flatbuffer, as the kernel reads them."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(content, 0)
-    return flexbuffers.Loads(bytes(_postprocess_op(model).customOptions))
 
 
 def with_detections_per_class(content: bytes, detections_per_class: int) -> bytes:

@@ -46,11 +46,11 @@ SYNTHETIC = Recipe("synthetic set", {
 })
 
 # The real-faces recipe (docs/real-faces.md): native-scale crops, anchors for 8-32 px faces, IoU 0.35 / 0.3
-# matching, Adam 0.008 for 5400 steps, scored and exported at the photo's scale.
+# matching, Adam 0.008 for 10000 steps, scored and exported at the photo's scale.
 REAL_PHOTOS = Recipe("real photos", {
     "filter.min_face_px": 2,  # a dropped face would be trained as background
     "model.preset": "ssd_mobilenet_v2_native_256",
-    "train.steps": 5400,
+    "train.steps": 10000,
     "train.learning_rate": 0.008,
     "train.positive_iou": 0.35,
     "train.negative_iou": 0.3,
